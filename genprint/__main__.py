@@ -1,0 +1,5 @@
+import sys
+
+from genprint.cli import main
+
+sys.exit(main())
