@@ -1,0 +1,191 @@
+"""Honest evaluation on photos that training never saw: quality, bits, attribution, false positives.
+
+For each held-out photo (centre crop of `size`) and each of `samples_per_photo` users drawn from
+`users` registered fingerprints: decode with the user's fingerprint, compare with the original
+decoder, attack, extract, and attribute by the binomial rule at `fpr` against all registered users.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genprint.attacks import Attack, attack_suite
+from genprint.data import load_rgb, resolve_photos, split
+from genprint.errors import GenprintError
+from genprint.fingerprint import Decision, hamming, pack, p_value, random_fingerprints
+from genprint.metrics import psnr, ssim
+from genprint.model import GenprintModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalSettings:
+    users: int = 10_000
+    fpr: float = 1e-6
+    size: int = 256
+    samples_per_photo: int = 2
+    min_distance: int = 0
+    holdout: float | None = None     # None: the bundle's training holdout
+    batch_size: int = 8
+    seed: int = 0
+    suites: tuple[str, ...] = ("wouaf", "stable_signature")
+
+
+def centre_crop(image: torch.Tensor, size: int) -> torch.Tensor | None:
+    h, w = image.shape[-2:]
+    if min(h, w) < size:
+        return None
+    top, left = (h - size) // 2, (w - size) // 2
+    return image[:, top:top + size, left:left + size]
+
+
+class Attributor:
+    """Nearest registered fingerprint + the binomial decision (the in-memory form of the registry's matcher)."""
+
+    def __init__(self, fingerprints: np.ndarray, fpr: float):
+        self.bits = fingerprints
+        self.words = pack(fingerprints)
+        self.nbits = fingerprints.shape[1]
+        self.decision = Decision(self.nbits, len(fingerprints), fpr)
+
+    def __call__(self, read_bits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """-> (best index, distance, attributed) per query."""
+        d = hamming(pack(read_bits)[:, None, :], self.words[None])
+        best = d.argmin(1)
+        dist = d[np.arange(len(best)), best]
+        return best, dist, self.decision.attributed(dist)
+
+
+def _extract_bits(model: GenprintModel, images: list[torch.Tensor], batch: int) -> np.ndarray:
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            chunk = images[i:i + batch]
+            if len({tuple(x.shape) for x in chunk}) == 1:
+                out.append((model.extract(torch.stack(chunk)) > 0).numpy())
+            else:  # attacks can change sizes per image
+                out += [(model.extract(x[None]) > 0).numpy() for x in chunk]
+    return np.concatenate(out).astype(np.uint8)
+
+
+def evaluate(model: GenprintModel, data: str | Path | None, out_dir: str | Path, settings: EvalSettings = EvalSettings(),
+             progress: bool = True) -> dict:
+    from rich.progress import track
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(settings.seed)
+    holdout = settings.holdout if settings.holdout is not None else model.bundle_config.get("train", {}).get("holdout", 0.2) if hasattr(model, "bundle_config") else 0.2
+    paths = resolve_photos(data)
+    _, test_paths = split(paths, holdout) if holdout > 0 else (None, paths)
+    photos = [c for c in (centre_crop(load_rgb(p, 8), settings.size) for p in test_paths) if c is not None]
+    if not photos:
+        raise GenprintError(f"no held-out photo of at least {settings.size} px among {len(paths)} photos (holdout {holdout})")
+
+    registered = random_fingerprints(settings.users, model.nbits, settings.min_distance, rng=rng)
+    attributor = Attributor(registered, settings.fpr)
+    n = len(photos) * settings.samples_per_photo
+    user_idx = rng.choice(settings.users, size=n, replace=False)
+    sources = [photos[i // settings.samples_per_photo] for i in range(n)]
+
+    fingerprinted, originals = [], []
+    with torch.no_grad():
+        for i in track(range(0, n, settings.batch_size), description="decoding", disable=not progress):
+            x = torch.stack(sources[i:i + settings.batch_size])
+            z = model.encode(x)
+            fingerprinted += list(model.decode(z, registered[user_idx[i:i + settings.batch_size]]))
+            originals += list(model.decode_reference(z))
+    fp, og = torch.stack(fingerprinted), torch.stack(originals)
+    quality = {"psnr_db": float(psnr(fp, og).mean()), "ssim": float(ssim(fp, og).mean()),
+               "psnr_db_min": float(psnr(fp, og).min()), "ssim_min": float(ssim(fp, og).min())}
+
+    def score(images: list[torch.Tensor]) -> dict:
+        read = _extract_bits(model, images, settings.batch_size)
+        truth = registered[user_idx]
+        best, dist, attributed = attributor(read)
+        return {"bit_accuracy": float((read == truth).mean()),
+                "attribution_accuracy": float((attributed & (best == user_idx)).mean()),
+                "false_attributions": int((attributed & (best != user_idx)).sum())}
+
+    results = {"clean": score(list(fp))}
+    attacks: list[Attack] = attack_suite(list(settings.suites))
+    for k, attack in enumerate(track(attacks, description="attacks", disable=not progress)):
+        attacked = [attack(img, seed=settings.seed * 1000 + k * 97 + j) for j, img in enumerate(fp)]
+        results[attack.name] = {"suite": attack.suite, **score(attacked)}
+
+    # False positives: real photos and original-decoder outputs carry no fingerprint.
+    negatives = {"photos": photos, "original_decoder": list(og)}
+    fpr_report = {}
+    for name, images in negatives.items():
+        _, dist, attributed = attributor(_extract_bits(model, images, settings.batch_size))
+        fpr_report[name] = {"queries": len(images), "attributed": int(attributed.sum()), "min_distance": int(dist.min())}
+
+    decision = attributor.decision
+    single = {k: v for k, v in results.items() if k != "clean" and not v["suite"].endswith("combined")}
+    report = {
+        "model_id": getattr(model, "bundle_config", {}).get("model_id"),
+        "settings": {**settings.__dict__, "suites": list(settings.suites), "holdout": holdout},
+        "samples": n, "test_photos": len(photos), "nbits": model.nbits,
+        "decision": {"users": settings.users, "fpr_per_query": settings.fpr, "max_distance": decision.max_distance,
+                     "min_agreeing_bits": model.nbits - decision.max_distance,
+                     "p_value_at_threshold": float(p_value(model.nbits - decision.max_distance, model.nbits))},
+        "quality": quality,
+        "results": results,
+        "false_positives": fpr_report,
+        "single_attacks_below_0.90": sorted(k for k, v in single.items() if v["bit_accuracy"] < 0.90),
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    plot_attacks(report, out / "accuracy_per_attack.png")
+    plot_grid(og[:4], fp[:4], out / "grid.png")
+    return report
+
+
+def plot_attacks(report: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(report["results"])
+    bit = [report["results"][k]["bit_accuracy"] for k in names]
+    att = [report["results"][k]["attribution_accuracy"] for k in names]
+    fig, ax = plt.subplots(figsize=(max(10, len(names) * 0.32), 4.5))
+    x = np.arange(len(names))
+    ax.bar(x - 0.2, bit, 0.4, label="bit accuracy")
+    ax.bar(x + 0.2, att, 0.4, label="attribution accuracy")
+    ax.axhline(0.9, color="k", ls="--", lw=0.8)
+    ax.set_xticks(x, names, rotation=75, fontsize=7)
+    ax.set_ylim(0, 1.02)
+    q = report["quality"]
+    ax.set_title(f"{report['nbits']}-bit fingerprints, {report['decision']['users']} users, FPR {report['decision']['fpr_per_query']:g} "
+                 f"| PSNR {q['psnr_db']:.1f} dB, SSIM {q['ssim']:.3f}")
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_grid(originals: torch.Tensor, fingerprinted: torch.Tensor, path: Path, gain: float = 10.0) -> None:
+    """Rows: original decoder, fingerprinted, |difference| x gain."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(originals)
+    fig, axes = plt.subplots(3, k, figsize=(2.6 * k, 8), squeeze=False)
+    for j in range(k):
+        diff = ((fingerprinted[j] - originals[j]).abs() * gain).clamp(0, 1)
+        for i, (img, title) in enumerate([(originals[j], "original decoder"), (fingerprinted[j], "fingerprinted"), (diff, f"|difference| x{gain:g}")]):
+            axes[i][j].imshow(img.permute(1, 2, 0).numpy())
+            axes[i][j].set_axis_off()
+            if j == 0:
+                axes[i][j].set_title(title, fontsize=9, loc="left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,1 @@
+"""Ray/MLflow pipelines built on the genprint core: distributed training, experiment tracking, model registry."""

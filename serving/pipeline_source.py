@@ -1,0 +1,80 @@
+"""Where the text-to-image pipeline comes from: the offline tiny default, a local diffusers folder, or an s3:// folder.
+
+Whatever the source, the pipeline only produces latents: the pipeline's own VAE (if any) is never run, and the
+fingerprinted decoder of the genprint bundle must work in the same latent space (checked here).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from genprint.errors import GenprintError
+
+
+@dataclass
+class LatentPipeline:
+    pipe: object            # a diffusers text-to-image pipeline
+    scaling_factor: float   # the pipeline's latents are (raw - shift) * scaling_factor
+    shift_factor: float
+    source: str
+
+    def to_raw(self, latents):
+        """Pipeline latents -> the decoder's raw latent space."""
+        return latents / self.scaling_factor + self.shift_factor
+
+
+def _download_s3_folder(url: str, cache_root: Path) -> Path:
+    from genprint.storage import s3_client
+
+    parsed = urlparse(url)
+    bucket, prefix = parsed.netloc, parsed.path.strip("/")
+    target = cache_root / hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16]
+    client = s3_client()
+    try:
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/" if prefix else "")
+        keys = [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+    except Exception as exc:  # botocore raises many types: no bucket, bad credentials, no endpoint
+        raise GenprintError(f"cannot list {url}: {str(exc).splitlines()[0]}") from None
+    if not keys:
+        raise GenprintError(f"{url} holds no files")
+    for key in keys:
+        local = target / key[len(prefix):].lstrip("/")
+        if local.is_file():
+            continue
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(f".{local.name}.part")
+        client.download_file(bucket, key, str(tmp))
+        tmp.replace(local)  # a half-downloaded file never looks cached
+    return target
+
+
+def load_pipeline(source: str, adapter, device: str = "cpu") -> LatentPipeline:
+    """`source`: 'tiny', a local diffusers folder, or s3://bucket/prefix of one."""
+    if source in ("", "tiny"):
+        from serving.tiny_sd import tiny_pipeline
+
+        pipe, scaling, shift = tiny_pipeline(latent_channels=adapter.latent_channels), 1.0, 0.0
+    else:
+        from diffusers import DiffusionPipeline
+
+        from genprint.storage import default_cache_dir
+
+        folder = _download_s3_folder(source, default_cache_dir() / "pipelines") if source.startswith("s3://") else Path(source)
+        if not (folder / "model_index.json").is_file():
+            raise GenprintError(f"{source} is not a diffusers pipeline folder (no model_index.json)")
+        try:
+            pipe = DiffusionPipeline.from_pretrained(str(folder), local_files_only=True, safety_checker=None)
+        except Exception as exc:  # diffusers raises many types for a bad folder
+            raise GenprintError(f"cannot load a diffusers pipeline from {source}: {str(exc).splitlines()[0]}") from None
+        vae_config = getattr(getattr(pipe, "vae", None), "config", None)
+        scaling = float(getattr(vae_config, "scaling_factor", None) or 1.0)
+        shift = float(getattr(vae_config, "shift_factor", None) or 0.0)
+        pipe.set_progress_bar_config(disable=True)
+    channels = pipe.unet.config.out_channels if hasattr(pipe, "unet") else pipe.transformer.config.out_channels
+    if channels != adapter.latent_channels:
+        raise GenprintError(f"the pipeline {source!r} makes {channels}-channel latents but the bundle's {adapter.family} decoder "
+                            f"takes {adapter.latent_channels}: use a bundle trained on that pipeline's autoencoder")
+    return LatentPipeline(pipe.to(device), scaling, shift, source or "tiny")

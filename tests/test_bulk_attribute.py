@@ -1,0 +1,100 @@
+"""pipelines/bulk_attribute.py on real Ray Data, reading a folder and an S3 prefix (SeaweedFS), writing Parquet."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ray.data")
+NBITS = 48
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, untrained_bundle_dir, s3_server):
+    import ray
+    from PIL import Image
+
+    from genprint.bundle import read_config
+    from genprint.registry import Registry
+
+    root = tmp_path_factory.mktemp("bulk")
+    model_id = read_config(untrained_bundle_dir)["model_id"]
+    url = f"sqlite:///{root / 'registry.db'}"
+    registry = Registry(url)
+    acme, _ = registry.create_tenant("acme")
+    registry.register_users(acme, model_id, NBITS, names=["alice", "bob"])
+    globex, _ = registry.create_tenant("globex")
+    registry.register_users(globex, model_id, NBITS, names=["carol"])
+    images = root / "images"
+    (images / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "sub/b.png"):
+        Image.fromarray(rng.integers(0, 255, (96, 80, 3), np.uint8)).save(images / name)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), np.uint8)).save(buf, format="JPEG")
+    (images / "c.jpg").write_bytes(buf.getvalue())
+    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (images / "notes.txt").write_text("not an image, and not listed")
+    saved = dict(os.environ)
+    os.environ.update(s3_server.env() | {"GENPRINT_CACHE_DIR": str(root / "cache")})  # Ray workers inherit this
+    ray_dir = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
+    ray.init(_temp_dir=ray_dir, include_dashboard=False, num_cpus=2, log_to_driver=False)
+    try:
+        yield {"root": root, "images": images, "bundle": str(untrained_bundle_dir), "registry": url, "s3": s3_server,
+               "model_id": model_id}
+    finally:
+        ray.shutdown()
+        shutil.rmtree(ray_dir, ignore_errors=True)
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def read_rows(path, filesystem=None) -> dict[str, dict]:
+    import pyarrow.dataset as pads
+
+    table = pads.dataset(path, format="parquet", filesystem=filesystem).to_table()
+    return {os.path.basename(r["path"]): r for r in table.to_pylist()}
+
+
+def test_folder_to_parquet_one_row_per_image_bad_files_flagged(setup):
+    from pipelines.bulk_attribute import COLUMNS, bulk_attribute
+
+    out = setup["root"] / "out-local"
+    n = bulk_attribute(str(setup["images"]), str(out), setup["bundle"], setup["registry"], batch_size=2)
+    rows = read_rows(str(out))
+    assert n == 4 and set(rows) == {"a.png", "b.png", "c.jpg", "broken.png"}
+    assert set(next(iter(rows.values()))) == set(COLUMNS)
+    assert "not a PNG, JPEG or WebP" in rows["broken.png"]["error"] and rows["broken.png"]["attributed"] is None
+    for name in ("a.png", "b.png", "c.jpg"):
+        r = rows[name]
+        assert r["error"] is None and r["model_id"] == setup["model_id"] and 0 <= r["distance"] <= NBITS
+        assert r["user"] in {"alice", "bob", "carol"} and r["fingerprint_id"].startswith("fp_")  # nearest, attributed or not
+
+
+def test_s3_prefix_to_s3_parquet_scoped_to_one_tenant(setup):
+    import pyarrow.fs  # noqa: F401
+
+    from pipelines.bulk_attribute import bulk_attribute, s3_filesystem
+
+    client = setup["s3"].client()
+    client.create_bucket(Bucket="bulk-in")
+    for path in setup["images"].rglob("*"):
+        if path.is_file():
+            client.put_object(Bucket="bulk-in", Key=f"batch1/{path.relative_to(setup['images'])}", Body=path.read_bytes())
+    n = bulk_attribute("s3://bulk-in/batch1", "s3://bulk-in/results", setup["bundle"], setup["registry"], tenant="globex")
+    assert n == 4
+    rows = read_rows("bulk-in/results", s3_filesystem())
+    assert {r["tenant"] for name, r in rows.items() if name != "broken.png"} == {"globex"}
+
+
+def test_unknown_source_is_a_clear_error(setup):
+    from genprint.errors import GenprintError
+    from pipelines.bulk_attribute import bulk_attribute
+
+    with pytest.raises(GenprintError, match="cannot list images"):
+        bulk_attribute(str(setup["root"] / "nowhere"), str(setup["root"] / "x"), setup["bundle"], setup["registry"])
