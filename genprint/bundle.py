@@ -80,7 +80,8 @@ def _load_into(module: torch.nn.Module, path: Path) -> None:
     try:
         module.load_state_dict(load_file(path))
     except (SafetensorError, OSError, RuntimeError) as exc:
-        raise GenprintError(f"{path} does not match the bundle's config: {str(exc).splitlines()[0]}") from None
+        detail = next((l.strip() for l in str(exc).splitlines()[1:] if l.strip()), str(exc).splitlines()[0] if str(exc) else "")
+        raise GenprintError(f"{path} does not match the bundle's config ({detail}); was it written by another genprint version?") from None
 
 
 def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> GenprintModel:

@@ -34,7 +34,10 @@ class MappingNetwork(nn.Module):
     """bits (B, n) -> list of per-input-channel scales (B, C_k), one per modulated conv.
 
     s = 1 + scale_range * tanh(affine_k(mlp(bits))). The affines start at zero, so every scale
-    is exactly 1 at initialisation: the fingerprinted decoder starts as the original one.
+    is exactly 1 at initialisation: the fingerprinted decoder starts as the original one. They have
+    no bias: a user-independent offset would be a plain weight change (the decoder's job), and in
+    practice it drifts all users' scales together into tanh saturation, which stops learning.
+    With depth 0 the map is linear in the +-1 bits, so scales are zero-mean over users.
     """
 
     def __init__(self, nbits: int, channels: list[int], hidden: int = 256, depth: int = 2, scale_range: float = 0.5):
@@ -46,10 +49,9 @@ class MappingNetwork(nn.Module):
             layers += [nn.Linear(width, hidden), nn.LeakyReLU(0.2)]
             width = hidden
         self.mlp = nn.Sequential(*layers)
-        self.affines = nn.ModuleList(nn.Linear(width, c) for c in channels)
+        self.affines = nn.ModuleList(nn.Linear(width, c, bias=False) for c in channels)
         for a in self.affines:
             nn.init.zeros_(a.weight)
-            nn.init.zeros_(a.bias)
         self.scale_range = scale_range
 
     def forward(self, bits: torch.Tensor) -> list[torch.Tensor]:

@@ -58,12 +58,9 @@ def _resnet_convs(decoder: nn.Module, family: str) -> list[str]:
 
 
 def _adapter(family: str, vae, spec: dict) -> GeneratorAdapter:
-    if family == "diffusers-kl":
-        dec, enc = KLDecoder(vae), KLEncoder(vae)
-        ranges = dict(output_range=(-1.0, 1.0), input_range=(-1.0, 1.0))
-    else:  # DecoderTiny returns [0, 1]; EncoderTiny expects [-1, 1]
-        dec, enc = vae.decoder, vae.encoder
-        ranges = dict(output_range=(0.0, 1.0), input_range=(-1.0, 1.0))
+    # Both families follow the diffusers convention: images in [-1, 1] in and out.
+    dec, enc = (KLDecoder(vae), KLEncoder(vae)) if family == "diffusers-kl" else (vae.decoder, vae.encoder)
+    ranges = dict(output_range=(-1.0, 1.0), input_range=(-1.0, 1.0))
     stages = vae.config.block_out_channels if family == "diffusers-kl" else vae.config.num_encoder_blocks
     downscale = 2 ** (len(stages) - 1)
     return GeneratorAdapter(family, spec, dec, enc, vae.config.latent_channels, downscale=downscale,

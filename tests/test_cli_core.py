@@ -1,0 +1,94 @@
+"""The core CLI contract: render / extract / export / eval on a real bundle, and one clear error line on bad input."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+GENPRINT = [sys.executable, "-m", "genprint"]
+
+
+def run(*args, ok=True):
+    proc = subprocess.run([*GENPRINT, *map(str, args)], capture_output=True, text=True, timeout=600)
+    if ok:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def error_line(proc):
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = [l for l in proc.stderr.strip().splitlines() if l.startswith("genprint ")]
+    assert len(lines) == 1 and "error:" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    from genprint.data import resolve_photos
+
+    out = tmp_path_factory.mktemp("in")
+    for p in resolve_photos(None)[:2]:
+        Image.open(p).convert("RGB").crop((0, 0, 100, 90)).save(out / f"{p.stem}.png")  # not multiples of 8
+    return out
+
+
+def test_render_extract_export(untrained_bundle_dir, images, tmp_path):
+    hexfp = "a1" * 6
+    proc = run("render", "--model", untrained_bundle_dir, "--fingerprint", hexfp, "--input", images, "--output", tmp_path / "fp")
+    assert "cropped to 96x88" in proc.stdout
+    outs = sorted((tmp_path / "fp").glob("*.png"))
+    assert [p.stem for p in outs] == sorted(p.stem for p in images.glob("*.png"))
+    assert Image.open(outs[0]).size == (96, 88)
+    run("render", "--model", untrained_bundle_dir, "--no-fingerprint", "--input", images, "--output", tmp_path / "orig")
+
+    big = tmp_path / "big.png"
+    Image.fromarray((np.random.default_rng(0).random((80, 72, 3)) * 255).astype(np.uint8)).save(big)
+    proc = run("extract", "--model", untrained_bundle_dir, "--json", big, outs[0])
+    rows = [json.loads(l) for l in proc.stdout.splitlines()]
+    assert [r["path"] for r in rows] == [str(big), str(outs[0])]
+    assert all(len(r["fingerprint"]) == 12 and len(r["bit_probabilities"]) == 48 for r in rows)
+
+    proc = run("export", "--model", untrained_bundle_dir, "--fingerprint", hexfp, "--out", tmp_path / "export")
+    assert (tmp_path / "export" / "taef2_decoder.safetensors").exists()
+
+
+def test_bad_input_gives_one_clear_line(untrained_bundle_dir, images, tmp_path):
+    assert "12 hex digits" in error_line(run("render", "--model", untrained_bundle_dir, "--fingerprint", "abcd" * 4,
+                                             "--input", images, "--output", tmp_path / "x", ok=False))
+    assert "not hexadecimal" in error_line(run("export", "--model", untrained_bundle_dir, "--fingerprint", "zz" * 6,
+                                               "--out", tmp_path / "x", ok=False))
+    assert "not a genprint bundle" in error_line(run("extract", "--model", tmp_path, "--json", "x.png", ok=False))
+    notimg = tmp_path / "notes.png"
+    notimg.write_text("hello")
+    assert "not a readable image" in error_line(run("extract", "--model", untrained_bundle_dir, "--json", notimg, ok=False))
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (40, 40)).save(tiny)
+    assert "at least 64 px" in error_line(run("extract", "--model", untrained_bundle_dir, "--json", tiny, ok=False))
+    assert "not a directory" in error_line(run("render", "--model", untrained_bundle_dir, "--no-fingerprint",
+                                               "--input", tmp_path / "missing", "--output", tmp_path / "y", ok=False))
+    assert "no config file" in error_line(run("train", "--config", "nope", "--out", tmp_path / "z", ok=False))
+    old = tmp_path / "old"
+    shutil.copytree(untrained_bundle_dir, old)
+    cfg = json.loads((old / "config.json").read_text())
+    cfg["format"] = 0
+    (old / "config.json").write_text(json.dumps(cfg))
+    assert "bundle format 0" in error_line(run("extract", "--model", old, "--json", tiny, ok=False))
+
+
+def test_eval_writes_report_and_plots(untrained_bundle_dir, tmp_path):
+    """On an untrained bundle every metric is at chance: the report must say so, and attribute nobody."""
+    proc = run("eval", "--model", untrained_bundle_dir, "--users", 500, "--out", tmp_path, "--size", 64,
+               "--samples-per-photo", 1, "--suites", "stable_signature")
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert (tmp_path / "accuracy_per_attack.png").stat().st_size > 10_000 and (tmp_path / "grid.png").exists()
+    assert report["quality"]["psnr_db"] > 60          # identity mapping: fingerprinted == original
+    assert 0.35 < report["results"]["clean"]["bit_accuracy"] < 0.65
+    assert report["results"]["clean"]["attribution_accuracy"] == 0
+    assert all(v["attributed"] == 0 for v in report["false_positives"].values())
+    assert report["decision"]["max_distance"] >= 0 and "jpeg_50" in report["results"]
+    assert "samples from" in proc.stdout

@@ -1,0 +1,123 @@
+"""The joint training loop: it learns what it is told to, checkpoints resume exactly, configs are validated."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from genprint.attacks import TrainAttacks
+from genprint.attacks.ops import jpeg_approx
+from genprint.attacks.suite import attack_suite, from_pil, jpeg
+from genprint.config import Ramp, load_config
+from genprint.errors import GenprintError
+from genprint.training import Trainer
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    from genprint.data import resolve_photos
+
+    src = resolve_photos(None)[:4]
+    out = tmp_path_factory.mktemp("photos")
+    for p in src:
+        shutil.copy(p, out / p.name)
+    return out
+
+
+def params(trainer):
+    return torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+
+
+def test_resume_reproduces_an_uninterrupted_run(photos, tmp_path):
+    cfg = load_config("tiny", {"holdout": 0.0})
+    straight = Trainer(cfg, photos=photos)
+    straight.run(steps=6, progress=False)
+
+    first = Trainer(cfg, photos=photos)
+    first.run(steps=3, checkpoint_dir=tmp_path, progress=False)
+    resumed = Trainer(cfg, photos=photos)  # a new process would start exactly like this
+    resumed.run(steps=6, checkpoint_dir=tmp_path, progress=False)
+    assert resumed.step == 6
+    assert torch.equal(params(straight), params(resumed))
+    assert not torch.equal(params(first), params(resumed))
+
+
+def test_decoder_is_frozen_unless_its_learning_rate_is_set(photos):
+    cfg = load_config("tiny", {"holdout": 0.0})
+    trainer = Trainer(cfg, photos=photos)
+    before = {k: v.clone() for k, v in trainer.model.decoder.state_dict().items()}
+    trainer.run(steps=2, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in trainer.model.decoder.state_dict().items())
+
+    cfg = load_config("tiny", {"holdout": 0.0, "decoder_lr": 1e-4})
+    trainer = Trainer(cfg, photos=photos)
+    before = {k: v.clone() for k, v in trainer.model.decoder.state_dict().items()}
+    trainer.run(steps=2, progress=False)
+    assert any(not torch.equal(before[k], v) for k, v in trainer.model.decoder.state_dict().items())
+
+
+def test_quality_loss_pulls_the_decoder_back_to_the_original(photos):
+    """With only the quality term, fingerprinted output converges to the original decoder's."""
+    cfg = load_config("tiny", {"holdout": 0.0, "bit_weight": 0.0, "quality_weight": 100.0, "lr": 1e-2})
+    trainer = Trainer(cfg, photos=photos)
+    with torch.no_grad():
+        for a in trainer.model.mapping.affines:
+            a.weight.normal_(0, 0.5)
+    first = trainer.train_step()["psnr"]
+    for _ in range(15):
+        last = trainer.train_step()["psnr"]
+    assert last > first + 3
+
+
+def test_bad_configs_are_refused(tmp_path):
+    with pytest.raises(GenprintError, match="unknown settings"):
+        load_config("tiny", {"stepz": 3})
+    with pytest.raises(GenprintError, match="multiple of 8"):
+        load_config("tiny", {"nbits": 44})
+    with pytest.raises(GenprintError, match="no config file"):
+        load_config("nope")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps: [1, 2\n")
+    with pytest.raises(GenprintError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(GenprintError, match="unknown training attacks"):
+        TrainAttacks({"teleport": {"p": 1}})
+
+
+def test_ramps():
+    r = Ramp(0.0, 10.0, 100, 200)
+    assert [r.at(s) for s in (0, 100, 150, 200, 999)] == [0.0, 0.0, 5.0, 10.0, 10.0]
+    assert Ramp(3.0, 3.0).at(5) == 3.0
+
+
+def test_training_attacks_keep_shape_and_gradients():
+    x = torch.rand(6, 3, 64, 64, requires_grad=True)
+    attacks = TrainAttacks({name: {"p": 1.0} for name in ("crop", "resize", "rotation", "blur", "noise", "brightness",
+                                                            "contrast", "saturation", "jpeg", "erasing")}, max_per_sample=3)
+    y = attacks(x)
+    assert y.shape == x.shape
+    y.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_jpeg_approximation_tracks_real_jpeg():
+    from genprint.data import resolve_photos, load_rgb
+
+    x = load_rgb(resolve_photos(None)[0], 8)[:, :128, :128]
+    real = from_pil(jpeg(50)(__import__("genprint.attacks.suite", fromlist=["to_pil"]).to_pil(x), None))
+    approx = jpeg_approx(x[None], 50)[0]
+    err_approx = (approx - real).abs().mean().item()
+    err_none = (x - real).abs().mean().item()
+    assert err_approx < err_none  # closer to the real codec than doing nothing
+
+
+def test_evaluation_suites_cover_the_issue():
+    names = {a.name for a in attack_suite()}
+    for needed in ("crop_keep_10pct", "resize_50pct", "rotation_25", "jpeg_50", "sharpness_2.0", "jpeg80_brightness1.5_crop50",
+                   "crop_pad_10pct", "rotation_30", "blur_k7", "noise_0.2", "erasing_0.2", "combined_level5"):
+        assert needed in names
+    x = torch.rand(3, 96, 96)
+    for attack in attack_suite():
+        y = attack(x, seed=1)
+        assert y.shape[0] == 3 and min(y.shape[1:]) >= 64 and 0 <= y.min() and y.max() <= 1
