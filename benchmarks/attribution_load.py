@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import base64
 import io
-import json
 import platform
 import sys
 import tempfile
@@ -23,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _results import write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -124,9 +124,7 @@ def main() -> None:
                   f"p99 {r['p99_ms']:.0f} ms, {r['failed']} failed")
     out = {"machine": platform.processor() or platform.machine(), "users": args.users, "side": args.side,
            "concurrency": args.concurrency, "results": results}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2))
-    print(f"wrote {args.out}")
+    write_result(args.out, out)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ is reported. Writes benchmarks/results/decode_modulation.json.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -19,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from _results import write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -112,13 +112,11 @@ def main() -> None:
     result["targets"] = {"modulation_overhead_pct<=5": result["modulation_overhead_pct"] <= 5,
                          "many_vs_one_user_pct<=5": result["many_vs_one_user_pct"] <= 5,
                          "speedup_vs_swap_bake_and_load>=5": result["speedup_vs_swap_bake_and_load"] >= 5}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    write_result(args.out, result)
     for name, s in med.items():
         print(f"{name:>28}: {s * 1000:9.1f} ms / batch of {batch}  ({batch / s:7.1f} img/s)")
     for key in ("modulation_overhead_pct", "many_vs_one_user_pct", "speedup_vs_swap_bake_and_load", "speedup_vs_swap_load_prebaked"):
         print(f"{key}: {result[key]:.2f}")
-    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -10,16 +10,15 @@ Writes benchmarks/results/extractor_throughput.json.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from genprint.attribution import ExtractorRuntime, export_extractor
 from genprint.extractor import Extractor
+from _results import write_result
 
 
 def rate(fn, batch: int, seconds: float) -> float:
@@ -64,9 +63,7 @@ def main() -> None:
     result = {"benchmark": "extractor_throughput", "size": args.size, "threads": threads, "torch": torch.__version__,
               "onnxruntime": __import__("onnxruntime").__version__, "extractor": extractor.config, "results": rows,
               "target": "ORT >= 2x eager at batch 64"}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -8,13 +8,13 @@ Writes benchmarks/results/issuance.json.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 from genprint.registry import Registry
 from genprint.registry.codes import default_min_distance
+from _results import write_result
 
 
 def main() -> None:
@@ -41,9 +41,7 @@ def main() -> None:
               "matcher_load_s": load, "target": "<= 60 s for 1e6 (SQLite)"}
     print(f"issued and committed {args.count:,} users ({args.nbits}-bit, min distance {result['min_distance']}) in {elapsed:.1f} s "
           f"({result['users_per_s']:,.0f}/s); matcher loaded them in {load:.1f} s")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

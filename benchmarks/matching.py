@@ -9,7 +9,6 @@ Writes benchmarks/results/matching.json.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -19,6 +18,7 @@ import numpy as np
 
 from genprint.fingerprint import pack
 from genprint.registry.matcher import Matcher
+from _results import write_result
 
 
 def timed(fn, repeats: int) -> list[float]:
@@ -62,9 +62,7 @@ def main() -> None:
         del matcher
     result = {"benchmark": "matching", "numpy": np.__version__, "machine": platform.machine(), "results": rows,
               "target": "<= 20 ms for one query against 1e7"}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

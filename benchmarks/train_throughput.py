@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from _results import write_result
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -62,9 +63,7 @@ def main() -> int:
               "device": torch.cuda.get_device_name(0) if args.gpus_per_worker and torch.cuda.is_available() else platform.processor() or "cpu",
               "cpu_count": __import__("os").cpu_count(), "torch": torch.__version__, "ray": ray.__version__, "runs": rows}
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    write_result(out, result)
     return 0
 
 

@@ -104,8 +104,10 @@ class Trainer:
     def run(self, steps: int | None = None, callback: Callable[[int, dict], None] | None = None,
             checkpoint_dir: str | Path | None = None, progress: bool = True) -> dict[str, float]:
         """Train until `steps` (default: config.steps); resumes from checkpoint_dir/last.pt when present."""
+        from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+        progress = progress and Console(stderr=True).is_terminal  # in logs and CI: one line per window instead
         total = steps or self.config.steps
         ckpt = Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None
         if ckpt and ckpt.exists():

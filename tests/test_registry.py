@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from genprint.errors import GenprintError
-from genprint.fingerprint import corrected_p_value, from_hex, hamming, pack
+from genprint.fingerprint import corrected_p_value, from_hex, hamming
 from genprint.registry import AuthenticationError, NotFoundError, Registry
 from genprint.registry.codes import hex_to_words
 

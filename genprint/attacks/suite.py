@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from PIL import Image, ImageEnhance, ImageFilter
+from PIL import Image, ImageEnhance
 
 from genprint.attacks import ops
 

@@ -11,7 +11,6 @@ import random
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from genprint.attacks import ops
 from genprint.errors import GenprintError

@@ -67,7 +67,6 @@ def attacks(png: bytes) -> dict[str, bytes]:
 def run(args) -> int:
     import base64
     import concurrent.futures as cf
-    import io
     import json
     from pathlib import Path
 
