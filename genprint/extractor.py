@@ -10,32 +10,47 @@ from genprint.errors import GenprintError
 
 MIN_SIZE = 64
 
+# First and second differences and a Laplacian: the fixed front end steganalysis nets use to read signals far
+# weaker than the content (README, "Training: what was measured").
+HIGH_PASS = torch.tensor([[[0, 0, 0], [0, 1, -1], [0, 0, 0]], [[0, 0, 0], [0, 1, 0], [0, -1, 0]],
+                          [[0, -1, 0], [-1, 4, -1], [0, -1, 0]], [[-1, 2, -1], [2, -4, 2], [-1, 2, -1]],
+                          [[1, -2, 1], [0, 0, 0], [0, 0, 0]]], dtype=torch.float32)
+
 
 class Extractor(nn.Module):
     """image (B, 3, H, W) in [0, 1] -> bit logits (B, nbits).
 
-    `depth` conv-BN-ReLU layers of `width` channels; every second one strides by 2 (up to
-    `downsamples` times) so the receptive field covers the fingerprint's texture, then global
-    average pooling makes the readout independent of the image size.
+    `depth` conv-BN-ReLU layers of `width` channels; up to `downsamples` of them stride by 2 so the
+    receptive field covers the fingerprint's texture, then global pooling makes the readout independent
+    of the image size. With `highpass`, the image first goes through fixed high-pass filters per colour
+    channel, striding starts only after two full-resolution layers, and pooling keeps each channel's
+    standard deviation as well as its mean. The probe reads a fixed modulation at 0.58 bit accuracy this way,
+    against 0.53 for the plain net.
     """
 
-    def __init__(self, nbits: int, width: int = 64, depth: int = 6, downsamples: int = 3):
+    def __init__(self, nbits: int, width: int = 64, depth: int = 6, downsamples: int = 3, highpass: bool = False):
         super().__init__()
-        self.config = dict(nbits=nbits, width=width, depth=depth, downsamples=downsamples)
+        self.config = dict(nbits=nbits, width=width, depth=depth, downsamples=downsamples, highpass=highpass)
+        if highpass:
+            self.register_buffer("highpass_kernels", HIGH_PASS.repeat(3, 1, 1)[:, None].clone())
         layers: list[nn.Module] = []
-        c_in, strided = 3, 0
+        c_in, strided = (3 * len(HIGH_PASS) if highpass else 3), 0
         for i in range(depth):
-            stride = 2 if (i % 2 == 1 and strided < downsamples) else 1
+            wants = (i >= 2 and i % 2 == 0) if highpass else i % 2 == 1
+            stride = 2 if wants and strided < downsamples else 1
             strided += stride == 2
             layers += [nn.Conv2d(c_in, width, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
             c_in = width
         self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(width, nbits)
+        self.head = nn.Linear(width * (2 if highpass else 1), nbits)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.ndim != 4 or images.shape[1] != 3:
             raise GenprintError(f"images must have shape (batch, 3, H, W), got {tuple(images.shape)}")
         if min(images.shape[-2:]) < MIN_SIZE:
             raise GenprintError(f"images must be at least {MIN_SIZE} px on each side, got {tuple(images.shape[-2:])}")
+        if self.config["highpass"]:
+            h = self.features(F.conv2d(images * (255 / 8), self.highpass_kernels, padding=1, groups=3))
+            return self.head(torch.cat([h.mean((2, 3)), h.flatten(2).std(2)], 1))
         h = self.features(images * 2 - 1)
         return self.head(F.adaptive_avg_pool2d(h, 1).flatten(1))

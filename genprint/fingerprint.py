@@ -121,7 +121,8 @@ def p_value(agreeing, n: int) -> np.ndarray:
 def corrected_p_value(agreeing, n: int, users: int) -> np.ndarray:
     """Chance that the best of `users` unrelated codes agrees on >= k bits: 1 - (1 - p)^users."""
     p = p_value(agreeing, n)
-    return -np.expm1(users * np.log1p(-np.minimum(p, 1 - 1e-300)))
+    with np.errstate(divide="ignore"):  # p == 1 gives log1p(-1) = -inf, and correctly 1 in the end
+        return -np.expm1(users * np.log1p(-p))
 
 
 def min_agreeing_bits(n: int, users: int, fpr: float) -> int:

@@ -120,3 +120,18 @@ def test_evaluation_suites_cover_the_issue():
     for attack in attack_suite():
         y = attack(x, seed=1)
         assert y.shape[0] == 3 and min(y.shape[1:]) >= 64 and 0 <= y.min() and y.max() <= 1
+
+
+def test_highpass_extractor_trains_and_round_trips_through_a_bundle(photos, tmp_path):
+    from genprint.bundle import load_bundle
+
+    cfg = load_config("tiny", {"holdout": 0.0, "extractor": {"width": 16, "depth": 4, "downsamples": 2, "highpass": True}})
+    trainer = Trainer(cfg, photos=photos)
+    trainer.run(steps=2, progress=False)
+    trainer.save_bundle(tmp_path / "bundle")
+    loaded = load_bundle(tmp_path / "bundle").eval()
+    trainer.model.eval()
+    images = torch.rand(2, 3, 80, 64)
+    with torch.no_grad():
+        assert torch.allclose(loaded.extract(images), trainer.model.extract(images), atol=1e-6)
+    assert loaded.extractor.config["highpass"] and torch.equal(loaded.extractor.highpass_kernels, trainer.model.extractor.highpass_kernels)

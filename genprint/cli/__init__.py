@@ -14,6 +14,13 @@ from genprint.errors import GenprintError
 COMMANDS = ["train", "render", "extract", "eval", "export", "tenants", "users", "attribute", "models", "serve", "demo"]
 
 
+def console():
+    """A rich console; in logs and CI (not a terminal) 120 columns wide so tables stay readable."""
+    from rich.console import Console
+
+    return Console(width=None if Console().is_terminal else 120)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="genprint", description="Fingerprint a latent decoder per user (WOUAF) and attribute images to users.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

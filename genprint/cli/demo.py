@@ -71,15 +71,16 @@ def run(args) -> int:
     from pathlib import Path
 
     import httpx
-    from rich.console import Console
     from rich.table import Table
+
+    from genprint.cli import console as cli_console
 
     from genprint.bundle import read_config
     from genprint.registry import Registry
     from serving.local import LocalServe
     from serving.settings import ServeSettings
 
-    console = Console()
+    console = cli_console()
     out = Path(args.out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     bundle = Path(args.model) if args.model else train_bundle(args, out)

@@ -36,11 +36,12 @@ def run(args) -> int:
 
 
 def print_summary(report: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
+    from genprint.cli import console as cli_console
+
     q, d = report["quality"], report["decision"]
-    console = Console()
+    console = cli_console()
     console.print(f"[bold]{report['samples']}[/] samples from {report['test_photos']} held-out photos; "
                   f"PSNR {q['psnr_db']:.2f} dB, SSIM {q['ssim']:.4f}; attributed at distance <= {d['max_distance']} "
                   f"of {report['nbits']} bits ({d['users']} users, FPR {d['fpr_per_query']:g})")
