@@ -108,11 +108,11 @@ def _is_unavailable(exc: BaseException) -> bool:
 @app.exception_handler(GenprintError)
 async def _genprint_error(request: Request, exc: GenprintError):
     """Bad input named by genprint itself, here or in a replica (Ray re-raises it as a subclass: read its cause)."""
-    from genprint.registry import AuthenticationError, NotFoundError
+    from genprint.registry import AuthenticationError, NotFoundError, RevokedError
     from serving.tenancy import ForbiddenError
 
     cause = getattr(exc, "cause", None) or exc
-    status = 401 if isinstance(cause, AuthenticationError) else 403 if isinstance(cause, ForbiddenError) else \
+    status = 401 if isinstance(cause, AuthenticationError) else 403 if isinstance(cause, (ForbiddenError, RevokedError)) else \
         404 if isinstance(cause, NotFoundError) else 422
     headers = {"WWW-Authenticate": "ApiKey"} if status == 401 else None
     return JSONResponse({"detail": str(cause)}, status_code=status, headers=headers)

@@ -48,7 +48,7 @@ class Tenancy:
         """(public fingerprint id, hex code) of `tenant`'s `user` for generation; only the key's own tenant."""
         if tenant != principal.name:
             raise ForbiddenError(f"this API key belongs to tenant {principal.name!r}; it cannot generate for tenant {tenant!r}")
-        code = self.registry.fingerprint_of(principal.tenant, user, model_id)  # NotFoundError -> 404
+        code = self.registry.fingerprint_of(principal.tenant, user, model_id, active_only=True)  # NotFoundError -> 404, RevokedError -> 403
         return fingerprint_id(model_id, tenant, user), code
 
     def list_users(self, principal: Principal, model_id: str, tenant: str | None, limit: int, offset: int) -> list[dict]:

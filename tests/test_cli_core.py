@@ -92,3 +92,20 @@ def test_eval_writes_report_and_plots(untrained_bundle_dir, tmp_path):
     assert all(v["attributed"] == 0 for v in report["false_positives"].values())
     assert report["decision"]["max_distance"] >= 0 and "jpeg_50" in report["results"]
     assert "samples from" in proc.stdout
+
+
+def test_train_with_workers_hands_its_options_to_the_ray_pipeline(monkeypatch):
+    import pipelines.train
+    from genprint.cli import main
+
+    seen = {}
+
+    def fake_main(argv):
+        seen["argv"] = argv
+        return 0
+
+    monkeypatch.setattr(pipelines.train, "main", fake_main)
+    assert main(["train", "--config", "tiny", "--out", "o", "--workers", "2", "--steps", "5", "--checkpoints", "s3://b/ckpt"]) == 0
+    argv = seen["argv"]
+    assert argv[argv.index("--storage") + 1] == "s3://b/ckpt" and argv[argv.index("--steps") + 1] == "5"
+    assert pipelines.train.build_parser().parse_args(argv).storage == "s3://b/ckpt"  # the pipeline accepts what it is given

@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, text
 
 from genprint.errors import GenprintError
 from genprint.fingerprint import corrected_p_value, from_hex, hamming
-from genprint.registry import AuthenticationError, NotFoundError, Registry
+from genprint.registry import AuthenticationError, NotFoundError, Registry, RevokedError
 from genprint.registry.codes import hex_to_words
 
 MODEL = "model-a"
@@ -216,6 +216,9 @@ def test_attribution_decision_and_revocation(reg, acme):
     assert after.attributed and after.user == "alice" and after.revoked
     with pytest.raises(GenprintError, match="already revoked"):
         reg.revoke(tenant, "alice")
+    assert reg.fingerprint_of(tenant, "alice", MODEL) == issued.fingerprints[0]  # the record stays
+    with pytest.raises(RevokedError, match="may not generate"):
+        reg.fingerprint_of(tenant, "alice", MODEL, active_only=True)
 
     batch = reg.attribute_many([flip(alice, 48, 1), flip(issued.fingerprints[1], 48, 3)], MODEL, labels=["a", "b"])
     assert [(a.user, a.distance) for a in batch] == [("alice", 1), ("bob", 3)]

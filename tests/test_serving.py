@@ -211,6 +211,17 @@ def test_a_tenant_acts_only_for_its_own_users(stack):
     assert generate(stack, "acme", "alice").status_code == 200
 
 
+def test_a_revoked_user_may_no_longer_generate(stack):
+    reg = stack["registry"]
+    globex = reg.tenant("globex")
+    reg.register_users(globex, stack["model_id"], NBITS, names=["zed"])
+    assert generate(stack, "globex", "zed").status_code == 200
+    reg.revoke(globex, "zed", reason="test")
+    r = generate(stack, "globex", "zed")
+    assert r.status_code == 403 and "revoked" in r.json()["detail"]
+    assert generate(stack, "globex", "erin").status_code == 200
+
+
 def test_json_batch_of_base64_and_s3_images_with_per_item_errors(stack):
     good = a_render(stack)
     stack["s3"].client().put_object(Bucket=stack["bucket"], Key="imgs/a.png", Body=good)

@@ -7,7 +7,7 @@ def add_parser(sub) -> None:
     p.add_argument("--data", help="folder of training photos (default: shared photos, else scikit-image's)")
     p.add_argument("--out", required=True, help="bundle directory to write")
     p.add_argument("--steps", type=int, help="override the config's step count")
-    p.add_argument("--checkpoints", help="checkpoint directory (default: OUT/checkpoints); re-running resumes from it")
+    p.add_argument("--checkpoints", help="checkpoint directory (default: OUT/checkpoints; with --workers, Ray's storage path, local or s3://); re-running resumes from it")
     p.add_argument("--workers", type=int, default=0, help="run distributed on Ray Train with N workers (0: in this process)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -24,6 +24,7 @@ def run(args) -> int:
         argv = ["--config", args.config, "--out", args.out, "--workers", str(args.workers)]
         argv += ["--data", args.data] if args.data else []
         argv += ["--steps", str(args.steps)] if args.steps else []
+        argv += ["--storage", args.checkpoints] if args.checkpoints else []
         return ray_main(argv)
 
     from genprint.config import load_config

@@ -8,8 +8,8 @@
     answer = reg.attribute(extracted_bits, model_id)  # Attribution(attributed, tenant, user, distance, p_value, ...)
 """
 
-from genprint.registry.store import (DEFAULT_FPR, Attribution, AuthenticationError, Issuance, NotFoundError, Registry, Tenant,
+from genprint.registry.store import (DEFAULT_FPR, Attribution, AuthenticationError, Issuance, NotFoundError, Registry, RevokedError, Tenant,
                                      UserRecord, default_url)
 
-__all__ = ["Registry", "Tenant", "UserRecord", "Issuance", "Attribution", "AuthenticationError", "NotFoundError", "DEFAULT_FPR",
+__all__ = ["Registry", "Tenant", "UserRecord", "Issuance", "Attribution", "AuthenticationError", "NotFoundError", "RevokedError", "DEFAULT_FPR",
            "default_url"]

@@ -44,6 +44,10 @@ class NotFoundError(GenprintError):
     """An unknown tenant, user or model version (HTTP 404); also what a tenant sees for another tenant's users."""
 
 
+class RevokedError(GenprintError):
+    """The user is revoked: it keeps its record for attribution but may not generate (HTTP 403)."""
+
+
 def default_url() -> str:
     """$GENPRINT_DB, else a SQLite file at ~/.genprint/registry.db."""
     return os.environ.get("GENPRINT_DB") or f"sqlite:///{Path('~/.genprint/registry.db').expanduser()}"
@@ -444,11 +448,14 @@ class Registry:
             rows = conn.execute(q.order_by(User.id).limit(limit).offset(offset)).all()
         return [UserRecord(r[0], tenant.name, r[1], r[2] is not None, r[3] if model_id else None) for r in rows]
 
-    def fingerprint_of(self, tenant: Tenant, user: str, model_id: str) -> str:
-        """The user's hex fingerprint for a model version (what generation modulates the decoder with)."""
+    def fingerprint_of(self, tenant: Tenant, user: str, model_id: str, active_only: bool = False) -> str:
+        """The user's hex fingerprint for a model version (what generation modulates the decoder with);
+        `active_only` refuses a revoked user, as generation must."""
         with self._read() as conn:
             self._check_tenant(conn, tenant)
             row = self._user_row(conn, tenant, user)
+            if active_only and row.revoked_at is not None:
+                raise RevokedError(f"user {user!r} of tenant {tenant.name!r} is revoked and may not generate")
             mv = self._model_row(conn, model_id)
             code = None if mv is None else conn.scalar(select(Fingerprint.code).where(Fingerprint.user_id == row.id,
                                                                                       Fingerprint.model_version_id == mv.id))
