@@ -22,6 +22,7 @@ from genprint.errors import GenprintError
 EXTENSIONS = ["png", "jpg", "jpeg", "webp", "PNG", "JPG", "JPEG", "WEBP"]
 COLUMNS = ["path", "attributed", "tenant", "user", "fingerprint_id", "revoked", "distance", "p_value", "runner_up_distance",
            "model_id", "error"]
+TYPES = ["string", "bool", "string", "string", "string", "bool", "int64", "float64", "int64", "string", "string"]
 log = logging.getLogger(__name__)
 
 
@@ -61,7 +62,9 @@ class Attribute:
         self.engine = AttributionEngine(self.settings)
         self.scope = self.engine.registry.tenant(tenant) if tenant else None
 
-    def __call__(self, batch: dict) -> dict:
+    def __call__(self, batch: dict):
+        import pyarrow as pa
+
         from genprint.imageio import decode_image_bytes
 
         rows: list[dict] = []
@@ -76,7 +79,9 @@ class Attribute:
         if good:
             for i, answer in zip(good, self.engine.attribute([(image, self.scope) for image in images])):
                 rows[i].update({k: answer[k] for k in COLUMNS if k in answer})
-        return {c: [r[c] for r in rows] for c in COLUMNS}
+        # A fixed schema: a block whose column is all empty must not be typed null, or the Parquet files disagree.
+        schema = pa.schema([(c, t) for c, t in zip(COLUMNS, TYPES)])
+        return pa.Table.from_pylist(rows, schema=schema)
 
 
 def bulk_attribute(source: str, out: str, model: str, registry_url: str = "", tenant: str | None = None, batch_size: int = 32,
