@@ -62,8 +62,7 @@ def main() -> int:
     result = {"benchmark": "train_throughput", "config": args.config, "steps": args.steps, "gpus_per_worker": args.gpus_per_worker,
               "device": torch.cuda.get_device_name(0) if args.gpus_per_worker and torch.cuda.is_available() else platform.processor() or "cpu",
               "cpu_count": __import__("os").cpu_count(), "torch": torch.__version__, "ray": ray.__version__, "runs": rows}
-    out = Path(args.out)
-    write_result(out, result)
+    write_result(args.out, result)
     return 0
 
 

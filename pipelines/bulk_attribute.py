@@ -20,9 +20,12 @@ from urllib.parse import urlparse
 from genprint.errors import GenprintError
 
 EXTENSIONS = ["png", "jpg", "jpeg", "webp", "PNG", "JPG", "JPEG", "WEBP"]
-COLUMNS = ["path", "attributed", "tenant", "user", "fingerprint_id", "revoked", "distance", "p_value", "runner_up_distance",
-           "model_id", "error"]
-TYPES = ["string", "bool", "string", "string", "string", "bool", "int64", "float64", "int64", "string", "string"]
+# The output columns and their Arrow types: fixed, so a block whose column is all empty is not typed null and every
+# Parquet file has the one schema.
+FIELDS = [("path", "string"), ("attributed", "bool"), ("tenant", "string"), ("user", "string"), ("fingerprint_id", "string"),
+          ("revoked", "bool"), ("distance", "int64"), ("p_value", "float64"), ("runner_up_distance", "int64"),
+          ("model_id", "string"), ("error", "string")]
+COLUMNS = [name for name, _ in FIELDS]
 log = logging.getLogger(__name__)
 
 
@@ -55,12 +58,15 @@ class Attribute:
     """A Ray Data actor: decode a batch of files, read their bits in one extractor call per size, match in the registry."""
 
     def __init__(self, settings: dict, tenant: str | None):
+        import pyarrow as pa
+
         from serving.attribution import AttributionEngine
         from serving.settings import ServeSettings
 
         self.settings = ServeSettings(**settings)
         self.engine = AttributionEngine(self.settings)
         self.scope = self.engine.registry.tenant(tenant) if tenant else None
+        self.schema = pa.schema(FIELDS)
 
     def __call__(self, batch: dict):
         import pyarrow as pa
@@ -79,9 +85,7 @@ class Attribute:
         if good:
             for i, answer in zip(good, self.engine.attribute([(image, self.scope) for image in images])):
                 rows[i].update({k: answer[k] for k in COLUMNS if k in answer})
-        # A fixed schema: a block whose column is all empty must not be typed null, or the Parquet files disagree.
-        schema = pa.schema([(c, t) for c, t in zip(COLUMNS, TYPES)])
-        return pa.Table.from_pylist(rows, schema=schema)
+        return pa.Table.from_pylist(rows, schema=self.schema)
 
 
 def bulk_attribute(source: str, out: str, model: str, registry_url: str = "", tenant: str | None = None, batch_size: int = 32,

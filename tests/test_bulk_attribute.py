@@ -64,13 +64,13 @@ def read_rows(path, filesystem=None) -> dict[str, dict]:
 def test_folder_to_parquet_one_row_per_image_bad_files_flagged(setup):
     import pyarrow.parquet as pq
 
-    from pipelines.bulk_attribute import COLUMNS, TYPES, bulk_attribute
+    from pipelines.bulk_attribute import COLUMNS, FIELDS, bulk_attribute
 
     out = setup["root"] / "out-local"
     n = bulk_attribute(str(setup["images"]), str(out), setup["bundle"], setup["registry"], batch_size=2)
     # every file has the one schema, whatever its rows hold (a block of only good images has no error text)
     for file in out.glob("*.parquet"):
-        assert [(f.name, str(f.type)) for f in pq.read_schema(file)] == [(c, t.replace("float64", "double")) for c, t in zip(COLUMNS, TYPES)]
+        assert [(f.name, str(f.type)) for f in pq.read_schema(file)] == [(c, t.replace("float64", "double")) for c, t in FIELDS]
     rows = read_rows(str(out))
     assert n == 4 and set(rows) == {"a.png", "b.png", "c.jpg", "broken.png"}
     assert set(next(iter(rows.values()))) == set(COLUMNS)

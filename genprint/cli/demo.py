@@ -73,9 +73,8 @@ def run(args) -> int:
     import httpx
     from rich.table import Table
 
-    from genprint.cli import console as cli_console
-
     from genprint.bundle import read_config
+    from genprint.cli import console as cli_console
     from genprint.registry import Registry
     from serving.local import LocalServe
     from serving.settings import ServeSettings
