@@ -50,6 +50,7 @@ class TrainConfig:
     steps: int = 1000
     batch_size: int = 16
     crop: int = 64
+    complementary_pairs: bool = False          # each latent crop decoded with a code and its complement (README, Training)
     holdout: float = 0.2                       # fraction of photos kept for evaluation (stable by file name)
     generator: dict = field(default_factory=lambda: {"family": "taef2", "source": None})
     modulate: list[str] | None = None          # glob patterns over decoder conv names; None: the family's default
@@ -74,6 +75,8 @@ class TrainConfig:
             setattr(self, ramp, Ramp.parse(getattr(self, ramp), ramp) if not isinstance(getattr(self, ramp), Ramp) else getattr(self, ramp))
         if self.steps < 1 or self.batch_size < 1:
             raise GenprintError("steps and batch_size must be positive")
+        if self.complementary_pairs and self.batch_size % 2:
+            raise GenprintError(f"complementary_pairs needs an even batch_size, got {self.batch_size}")
         if not 0 <= self.holdout < 1:
             raise GenprintError(f"holdout must be in [0, 1), got {self.holdout}")
         if self.crop < 64 or self.crop % 8:

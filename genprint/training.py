@@ -79,8 +79,11 @@ class Trainer:
                 group["lr"] = cfg.decoder_lr.at(step)
         self.model.train()
         self.model.reference.eval()
-        latents = self.bank.sample(cfg.batch_size).to(self.device)
-        bits = torch.randint(0, 2, (cfg.batch_size, cfg.nbits), generator=self.bits_gen).float().to(self.device)
+        n = cfg.batch_size // 2 if cfg.complementary_pairs else cfg.batch_size
+        latents = self.bank.sample(n).to(self.device)
+        bits = torch.randint(0, 2, (n, cfg.nbits), generator=self.bits_gen).float().to(self.device)
+        if cfg.complementary_pairs:  # content is shared within a pair, so it cancels out of the bit gradients
+            latents, bits = latents.repeat(2, 1, 1, 1), torch.cat([bits, 1 - bits])
         with torch.no_grad():
             target = self.model.decode_reference(latents)
         attack = partial(self.attacks, strength=cfg.attack_strength.at(step))

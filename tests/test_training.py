@@ -69,11 +69,31 @@ def test_quality_loss_pulls_the_decoder_back_to_the_original(photos):
     assert last > first + 3
 
 
+def test_complementary_pairs_decode_each_crop_with_a_code_and_its_complement(photos):
+    trainer = Trainer(load_config("tiny", {"holdout": 0.0, "complementary_pairs": True}), photos=photos)
+    seen = []
+
+    def spy(model):
+        def forward(latents, bits, attack=None):
+            seen.append((latents.clone(), bits.clone()))
+            return model(latents, bits, attack=attack)
+        return forward
+
+    trainer.wrap(spy)
+    trainer.train_step()
+    (latents, bits), = seen
+    half = len(bits) // 2
+    assert torch.equal(latents[:half], latents[half:]) and not torch.equal(latents[0], latents[1])
+    assert torch.equal(bits[half:], 1 - bits[:half])
+
+
 def test_bad_configs_are_refused(tmp_path):
     with pytest.raises(GenprintError, match="unknown settings"):
         load_config("tiny", {"stepz": 3})
     with pytest.raises(GenprintError, match="multiple of 8"):
         load_config("tiny", {"nbits": 44})
+    with pytest.raises(GenprintError, match="even batch_size"):
+        load_config("tiny", {"complementary_pairs": True, "batch_size": 5})
     with pytest.raises(GenprintError, match="no config file"):
         load_config("nope")
     bad = tmp_path / "bad.yaml"
@@ -135,3 +155,25 @@ def test_highpass_extractor_trains_and_round_trips_through_a_bundle(photos, tmp_
     with torch.no_grad():
         assert torch.allclose(loaded.extract(images), trainer.model.extract(images), atol=1e-6)
     assert loaded.extractor.config["highpass"] and torch.equal(loaded.extractor.highpass_kernels, trainer.model.extractor.highpass_kernels)
+
+
+@pytest.mark.slow
+def test_smoke_training_raises_bit_accuracy_well_above_chance():
+    """The `smoke` recipe, on photos it never trained on: bits read above chance at the quality target."""
+    from genprint.data import LatentBank, resolve_photos, split
+    from genprint.metrics import bit_accuracy, psnr
+
+    cfg = load_config("smoke")
+    trainer = Trainer(cfg)
+    trainer.run(progress=False)
+    model = trainer.model.eval()
+    _, held_out = split(resolve_photos(None), cfg.holdout)
+    latents = LatentBank(model.encode, held_out, model.adapter.downscale, cfg.crop, seed=1).sample(128)
+    bits = torch.randint(0, 2, (128, cfg.nbits), generator=torch.Generator().manual_seed(1)).float()
+    with torch.no_grad():
+        images = model.decode(latents, bits)
+        accuracy = bit_accuracy(model.extract(images), bits).mean().item()
+        quality = psnr(images, model.decode_reference(latents)).mean().item()
+    # 128 x 48 bits: chance is 0.5 +- 0.0064, so 0.53 is more than four standard deviations above it.
+    assert accuracy >= 0.53, accuracy
+    assert quality >= 32.0, quality
