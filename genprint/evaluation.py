@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from genprint.attacks import Attack, attack_suite
-from genprint.data import load_rgb, resolve_photos, split
+from genprint.data import LatentBank, load_rgb, resolve_photos, split
 from genprint.errors import GenprintError
 from genprint.fingerprint import Decision, hamming, pack, p_value, random_fingerprints
-from genprint.metrics import psnr, ssim
+from genprint.metrics import bit_accuracy, psnr, ssim
 from genprint.model import GenprintModel
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,22 @@ class Attributor:
         best = d.argmin(1)
         dist = d[np.arange(len(best)), best]
         return best, dist, self.decision.attributed(dist)
+
+
+def held_out_crops(model: GenprintModel, config, samples: int = 128, seed: int = 1, bits_seed: int | None = None):
+    """A quick check during training: `samples` latent crops (config.crop px) of the held-out photos, and fresh codes."""
+    _, held_out = split(resolve_photos(None), config.holdout)
+    latents = LatentBank(model.encode, held_out, model.adapter.downscale, config.crop, seed=seed).sample(samples)
+    gen = torch.Generator().manual_seed(seed if bits_seed is None else bits_seed)
+    return latents, torch.randint(0, 2, (samples, config.nbits), generator=gen).float()
+
+
+def crop_metrics(model: GenprintModel, latents: torch.Tensor, bits: torch.Tensor) -> tuple[float, float]:
+    """(bit accuracy, PSNR against the original decoder in dB) of the model in eval mode on these crops."""
+    model.eval()
+    with torch.no_grad():
+        images = model.decode(latents, bits)
+        return bit_accuracy(model.extract(images), bits).mean().item(), psnr(images, model.decode_reference(latents)).mean().item()
 
 
 def _extract_bits(model: GenprintModel, images: list[torch.Tensor], batch: int) -> np.ndarray:

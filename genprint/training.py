@@ -82,10 +82,10 @@ class Trainer:
         n = cfg.batch_size // 2 if cfg.complementary_pairs else cfg.batch_size
         latents = self.bank.sample(n).to(self.device)
         bits = torch.randint(0, 2, (n, cfg.nbits), generator=self.bits_gen).float().to(self.device)
-        if cfg.complementary_pairs:  # content is shared within a pair, so it cancels out of the bit gradients
-            latents, bits = latents.repeat(2, 1, 1, 1), torch.cat([bits, 1 - bits])
         with torch.no_grad():
             target = self.model.decode_reference(latents)
+        if cfg.complementary_pairs:  # content is shared within a pair, so it cancels out of the bit gradients
+            latents, bits, target = latents.repeat(2, 1, 1, 1), torch.cat([bits, 1 - bits]), target.repeat(2, 1, 1, 1)
         attack = partial(self.attacks, strength=cfg.attack_strength.at(step))
         images, logits = self.joint(latents, bits, attack=attack)
         bce = F.binary_cross_entropy_with_logits(logits, bits)

@@ -14,12 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from genprint.config import load_config  # noqa: E402
-from genprint.data import LatentBank, resolve_photos, split  # noqa: E402
-from genprint.metrics import bit_accuracy, psnr  # noqa: E402
+from genprint.evaluation import crop_metrics, held_out_crops  # noqa: E402
 from genprint.training import Trainer  # noqa: E402
 
 DECODER_TUNED = {"start": 0, "end": 1e-4, "begin": 0, "finish": 100}
@@ -47,23 +44,14 @@ def main() -> None:
         overrides, steps = json.loads(sys.argv[2]), int(sys.argv[3])
     cfg = load_config("smoke", {"threads": 1, "log_every": 25, **overrides, "steps": steps})
     trainer = Trainer(cfg)
-    _, held_out = split(resolve_photos(None), cfg.holdout)
-    latents = LatentBank(trainer.model.encode, held_out, trainer.model.adapter.downscale, cfg.crop, seed=123).sample(128)
-    bits = torch.randint(0, 2, (128, cfg.nbits), generator=torch.Generator().manual_seed(5)).float()
-
-    def held_out_metrics() -> tuple[float, float]:
-        model = trainer.model.eval()
-        with torch.no_grad():
-            images = model.decode(latents, bits)
-            return (bit_accuracy(model.extract(images), bits).mean().item(),
-                    psnr(images, model.decode_reference(latents)).mean().item())
+    held_out = held_out_crops(trainer.model, cfg, samples=128, seed=123, bits_seed=5)
 
     start = time.time()
 
     def report(step: int, s: dict) -> None:
         line = f"[{name}] {step} {time.time() - start:.0f}s bit_acc {s['bit_acc']:.3f} psnr {s['psnr']:.1f}"
         if step % 100 == 0:
-            line += "  held-out bit_acc {:.3f} psnr {:.1f}".format(*held_out_metrics())
+            line += "  held-out bit_acc {:.3f} psnr {:.1f}".format(*crop_metrics(trainer.model, *held_out))
         print(line, flush=True)
 
     trainer.run(callback=report, progress=False)
