@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,17 +26,23 @@ class Extractor(nn.Module):
     receptive field covers the fingerprint's texture, then global pooling makes the readout independent
     of the image size. With `highpass`, the image first goes through fixed high-pass filters per colour
     channel and is divided by its own contrast, striding starts only after two full-resolution layers, and
-    pooling keeps each channel's log standard deviation (log-energy) as well as its mean. README, "Training: what
-    was measured", has the numbers behind each choice.
+    pooling keeps each channel's log standard deviation (log-energy) as well as its mean. With `residual` (high-pass
+    only), the net also reads the image minus its re-rendering by the original autoencoder (`attach_reference`):
+    most of the content cancels there and much of the fingerprint does not. README, "Training: what was measured",
+    has the numbers behind each choice.
     """
 
-    def __init__(self, nbits: int, width: int = 64, depth: int = 6, downsamples: int = 3, highpass: bool = False):
+    def __init__(self, nbits: int, width: int = 64, depth: int = 6, downsamples: int = 3, highpass: bool = False,
+                 residual: bool = False):
         super().__init__()
-        self.config = dict(nbits=nbits, width=width, depth=depth, downsamples=downsamples, highpass=highpass)
+        if residual and not highpass:
+            raise GenprintError("extractor: residual needs highpass: true (the residual goes through the same high-pass front end)")
+        self.config = dict(nbits=nbits, width=width, depth=depth, downsamples=downsamples, highpass=highpass, residual=residual)
+        self._reference: tuple[Callable[[torch.Tensor], torch.Tensor], int] | None = None
         if highpass:
             self.register_buffer("highpass_kernels", HIGH_PASS.repeat(3, 1, 1)[:, None].clone())
         layers: list[nn.Module] = []
-        c_in, strided = (3 * len(HIGH_PASS) if highpass else 3), 0
+        c_in, strided = (3 * len(HIGH_PASS) * (2 if residual else 1) if highpass else 3), 0
         for i in range(depth):
             wants = (i >= 2 and i % 2 == 0) if highpass else i % 2 == 1
             stride = 2 if wants and strided < downsamples else 1
@@ -50,10 +58,28 @@ class Extractor(nn.Module):
         if min(images.shape[-2:]) < MIN_SIZE:
             raise GenprintError(f"images must be at least {MIN_SIZE} px on each side, got {tuple(images.shape[-2:])}")
         if self.config["highpass"]:
-            hp = F.conv2d(images, self.highpass_kernels, padding=1, groups=3)
+            planes = [images]
+            if self.config["residual"]:
+                images, reference = self._re_rendered(images)
+                planes = [images, images - reference]
             # Contrast-normalised, then log-energy pooling: the fingerprint shifts ratios of texture energies, and
             # dividing out each image's own contrast removes the largest content-driven variation of those ratios.
-            h = self.features(hp / (hp.flatten(1).std(1)[:, None, None, None] + 1e-3))
+            hp = [F.conv2d(p, self.highpass_kernels, padding=1, groups=3) for p in planes]
+            h = self.features(torch.cat([x / (x.flatten(1).std(1)[:, None, None, None] + 1e-3) for x in hp], 1))
             return self.head(torch.cat([h.mean((2, 3)), torch.log(h.flatten(2).std(2) + 1e-3)], 1))
         h = self.features(images * 2 - 1)
         return self.head(F.adaptive_avg_pool2d(h, 1).flatten(1))
+
+    def attach_reference(self, render: Callable[[torch.Tensor], torch.Tensor], multiple: int) -> None:
+        """The residual reader's reference: images (sides multiples of `multiple`) -> the original autoencoder's
+        re-rendering. Not a submodule: those weights are the bundle's encoder and reference decoder, saved once."""
+        self._reference = (render, multiple)
+
+    def _re_rendered(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._reference is None:
+            raise GenprintError("this residual extractor has no reference autoencoder: build it through GenprintModel or load_bundle")
+        render, multiple = self._reference
+        h, w = images.shape[-2:]
+        images = images[..., : h // multiple * multiple, : w // multiple * multiple]  # top-left crop, as `render` does
+        with torch.no_grad():  # a fixed reference: no gradient through the autoencoder (cheaper, and trained this way)
+            return images, render(images)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from genprint.errors import GenprintError
 from genprint.extractor import Extractor
 from genprint.generators import GeneratorAdapter
 from genprint.modulation import MappingNetwork, Modulator, bake, select_convs
@@ -39,6 +40,10 @@ class GenprintModel(nn.Module):
         self._reference = [ref]  # kept out of parameters(): never trained, never synced, saved on its own
         if self.encoder is not None:
             self.encoder.requires_grad_(False).eval()
+        if extractor.config.get("residual"):
+            if self.encoder is None:
+                raise GenprintError(f"the residual extractor re-renders images through the encoder, and this {adapter.family} generator has none")
+            extractor.attach_reference(self.re_render, adapter.downscale)
 
     @classmethod
     def create(cls, adapter: GeneratorAdapter, nbits: int, modulate: list[str] | None = None, mapping: dict | None = None,
@@ -83,6 +88,10 @@ class GenprintModel(nn.Module):
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return self.adapter.encode(images)
+
+    def re_render(self, images: torch.Tensor) -> torch.Tensor:
+        """Images through the encoder and the original decoder: the residual extractor's reference."""
+        return self.adapter.decode(self.encode(images), decoder=self.reference)
 
     def extract(self, images: torch.Tensor) -> torch.Tensor:
         """Bit logits (B, nbits)."""

@@ -7,7 +7,7 @@
 Every `log_every` steps it prints the training-stream bit accuracy and PSNR. Every 100 steps it also prints them on
 128 crops of held-out photos, with codes the run never trained on. One thread per run, so two runs share the 2 cores.
 Runs D-F were made before the high-pass reader divided each image by its own contrast (G is E with it),
-so today they run with that reader.
+so today they run with that reader. D-M read the image alone; the R runs add the re-rendering residual.
 """
 import json
 import sys
@@ -22,16 +22,22 @@ from genprint.training import Trainer  # noqa: E402
 DECODER_TUNED = {"start": 0, "end": 1e-4, "begin": 0, "finish": 100}
 LATE_QUALITY = {"start": 0, "end": 10, "begin": 300, "finish": 400}
 EARLY_QUALITY = {"start": 10, "end": 100, "begin": 100, "finish": 400}
-RUNS = {  # overrides of today's `smoke` (which is run K), and the steps each ran
-    "D": ({"complementary_pairs": False, "lr": 1e-3, "quality_weight": LATE_QUALITY}, 400),
-    "E": ({"lr": 1e-3, "quality_weight": LATE_QUALITY}, 400),
-    "F": ({"quality_weight": LATE_QUALITY}, 400),
-    "H": ({"decoder_lr": DECODER_TUNED, "quality_weight": LATE_QUALITY}, 400),
-    "I": ({"decoder_lr": DECODER_TUNED, "quality_weight": EARLY_QUALITY}, 400),
-    "J": ({"quality_weight": EARLY_QUALITY}, 400),
-    "K": ({}, 400),
-    "L": ({"quality_weight": {"start": 0, "end": 100, "begin": 300, "finish": 700}}, 800),
-    "M": ({"decoder_lr": DECODER_TUNED, "quality_weight": {"start": 0, "end": 100, "begin": 300, "finish": 700}}, 800),
+STAGED_QUALITY = {"start": 0, "end": 100, "begin": 300, "finish": 700}
+K_QUALITY = {"start": 0, "end": 100, "begin": 150, "finish": 350}
+IMAGE_READER = {"extractor": {"width": 64, "depth": 1, "downsamples": 0, "highpass": True}}  # D-M: no residual plane
+RUNS = {  # overrides of today's `smoke` (which is run RK300), and the steps each ran
+    "D": ({**IMAGE_READER, "complementary_pairs": False, "lr": 1e-3, "quality_weight": LATE_QUALITY}, 400),
+    "E": ({**IMAGE_READER, "lr": 1e-3, "quality_weight": LATE_QUALITY}, 400),
+    "F": ({**IMAGE_READER, "quality_weight": LATE_QUALITY}, 400),
+    "H": ({**IMAGE_READER, "decoder_lr": DECODER_TUNED, "quality_weight": LATE_QUALITY}, 400),
+    "I": ({**IMAGE_READER, "decoder_lr": DECODER_TUNED, "quality_weight": EARLY_QUALITY}, 400),
+    "J": ({**IMAGE_READER, "quality_weight": EARLY_QUALITY}, 400),
+    "K": ({**IMAGE_READER, "quality_weight": K_QUALITY}, 400),
+    "L": ({**IMAGE_READER, "quality_weight": STAGED_QUALITY}, 800),
+    "M": ({**IMAGE_READER, "decoder_lr": DECODER_TUNED, "quality_weight": STAGED_QUALITY}, 800),
+    "RK": ({"quality_weight": K_QUALITY}, 400),
+    "RK300": ({}, 300),
+    "RM": ({"decoder_lr": DECODER_TUNED, "quality_weight": STAGED_QUALITY}, 800),
 }
 
 

@@ -2,6 +2,7 @@
 
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -10,6 +11,7 @@ from genprint.attacks.ops import jpeg_approx
 from genprint.attacks.suite import attack_suite, from_pil, jpeg
 from genprint.config import Ramp, load_config
 from genprint.errors import GenprintError
+from genprint.extractor import Extractor
 from genprint.training import Trainer
 
 
@@ -142,19 +144,37 @@ def test_evaluation_suites_cover_the_issue():
         assert y.shape[0] == 3 and min(y.shape[1:]) >= 64 and 0 <= y.min() and y.max() <= 1
 
 
-def test_highpass_extractor_trains_and_round_trips_through_a_bundle(photos, tmp_path):
+@pytest.mark.parametrize("residual", [False, True], ids=["highpass", "residual"])
+def test_highpass_extractor_trains_and_round_trips_through_a_bundle(photos, tmp_path, residual):
+    """Also through ONNX: the residual reader re-renders images inside the exported graph, at any size."""
+    from genprint.attribution import ExtractorRuntime, export_extractor
     from genprint.bundle import load_bundle
 
-    cfg = load_config("tiny", {"holdout": 0.0, "extractor": {"width": 16, "depth": 4, "downsamples": 2, "highpass": True}})
-    trainer = Trainer(cfg, photos=photos)
+    extractor = {"width": 16, "depth": 4, "downsamples": 2, "highpass": True, "residual": residual}
+    trainer = Trainer(load_config("tiny", {"holdout": 0.0, "extractor": extractor}), photos=photos)
     trainer.run(steps=2, progress=False)
     trainer.save_bundle(tmp_path / "bundle")
     loaded = load_bundle(tmp_path / "bundle").eval()
     trainer.model.eval()
-    images = torch.rand(2, 3, 80, 64)
+    images = torch.rand(2, 3, 83, 70)
     with torch.no_grad():
-        assert torch.allclose(loaded.extract(images), trainer.model.extract(images), atol=1e-6)
-    assert loaded.extractor.config["highpass"] and torch.equal(loaded.extractor.highpass_kernels, trainer.model.extractor.highpass_kernels)
+        expected = trainer.model.extract(images)
+        assert torch.allclose(loaded.extract(images), expected, atol=1e-6)
+        if residual:  # the re-rendering is read: with the image as its own reference, the logits change
+            trainer.model.extractor.attach_reference(lambda x: x, 8)
+            assert not torch.allclose(trainer.model.extract(images), expected, atol=1e-3)
+    assert loaded.extractor.config == trainer.model.extractor.config
+    assert torch.equal(loaded.extractor.highpass_kernels, trainer.model.extractor.highpass_kernels)
+    runtime = ExtractorRuntime(export_extractor(loaded.extractor, tmp_path / "extractor.onnx"))
+    np.testing.assert_allclose(runtime.logits(images), expected.numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(runtime.logits(images[:1, :, :64, :72]), loaded.extract(images[:1, :, :64, :72]).detach().numpy(), atol=1e-4, rtol=0)
+
+
+def test_residual_extractor_needs_its_reference():
+    with pytest.raises(GenprintError, match="residual needs highpass"):
+        Extractor(32, residual=True)
+    with pytest.raises(GenprintError, match="no reference autoencoder"):
+        Extractor(32, highpass=True, residual=True)(torch.rand(1, 3, 64, 64))
 
 
 @pytest.mark.slow
@@ -166,6 +186,6 @@ def test_smoke_training_raises_bit_accuracy_well_above_chance():
     trainer = Trainer(cfg)
     trainer.run(progress=False)
     accuracy, quality = crop_metrics(trainer.model, *held_out_crops(trainer.model, cfg, samples=128, seed=1))
-    # 128 x 48 bits: chance is 0.5 +- 0.0064, so 0.53 is more than four standard deviations above it.
-    assert accuracy >= 0.53, accuracy
+    # 128 x 48 bits: chance is 0.5 +- 0.0064, so 0.57 is eleven standard deviations above it (measured: 0.604 at 33.7 dB).
+    assert accuracy >= 0.57, accuracy
     assert quality >= 32.0, quality

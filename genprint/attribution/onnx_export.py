@@ -17,7 +17,8 @@ OPSET = 17
 
 def export_extractor(extractor: Extractor, path: str | Path, opset: int = OPSET) -> Path:
     """Write `extractor` (eval mode, batch norm folded by the exporter) as ONNX: images (B, 3, H, W) float32 in
-    [0, 1] -> logits (B, nbits). Written to a temporary name first so a reader never sees half a file."""
+    [0, 1] -> logits (B, nbits). A residual extractor's re-rendering (encoder + original decoder) is traced into the
+    graph too. Written to a temporary name first so a reader never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = extractor.eval().to("cpu")
