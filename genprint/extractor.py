@@ -80,6 +80,6 @@ class Extractor(nn.Module):
             raise GenprintError("this residual extractor has no reference autoencoder: build it through GenprintModel or load_bundle")
         render, multiple = self._reference
         h, w = images.shape[-2:]
-        images = images[..., : h // multiple * multiple, : w // multiple * multiple]  # top-left crop, as `render` does
+        images = images[..., : h // multiple * multiple, : w // multiple * multiple]  # top-left, as `genprint render` crops photos
         with torch.no_grad():  # a fixed reference: no gradient through the autoencoder (cheaper, and trained this way)
             return images, render(images)
