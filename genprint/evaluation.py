@@ -11,6 +11,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -36,6 +37,9 @@ class EvalSettings:
     batch_size: int = 8
     seed: int = 0
     suites: tuple[str, ...] = ("wouaf", "stable_signature")
+    attacks: tuple[str, ...] | None = None   # None: every attack of the suites; else only these names
+    reader: str = "cnn"                      # "cnn": the extractor; "inversion": genprint.inversion.InversionReader
+    inversion_steps: int = 100
 
 
 def centre_crop(image: torch.Tensor, size: int) -> torch.Tensor | None:
@@ -79,15 +83,32 @@ def crop_metrics(model: GenprintModel, latents: torch.Tensor, bits: torch.Tensor
         return bit_accuracy(model.extract(images), bits).mean().item(), psnr(images, model.decode_reference(latents)).mean().item()
 
 
-def _extract_bits(model: GenprintModel, images: list[torch.Tensor], batch: int) -> np.ndarray:
+READERS = ("cnn", "inversion")
+
+
+def bit_reader(model: GenprintModel, reader: str = "cnn", inversion_steps: int = 100) -> Callable[[torch.Tensor], torch.Tensor | np.ndarray]:
+    """images (B, 3, H, W) -> bit logits, by the CNN extractor or by inversion through the decoder."""
+    if reader == "cnn":
+        return model.extract
+    if reader == "inversion":
+        from genprint.inversion import InversionReader
+
+        return InversionReader(model, steps=inversion_steps).logits
+    raise GenprintError(f"unknown reader {reader!r}; known: {', '.join(READERS)}")
+
+
+def _extract_bits(read, images: list[torch.Tensor], batch: int, progress: str | None = None) -> np.ndarray:
+    """Hard bits of every image; `progress` names a bar over the batches (for a slow reader)."""
+    from rich.progress import track
+
     out = []
     with torch.no_grad():
-        for i in range(0, len(images), batch):
+        for i in track(range(0, len(images), batch), description=progress or "", disable=progress is None):
             chunk = images[i:i + batch]
             if len({tuple(x.shape) for x in chunk}) == 1:
-                out.append((model.extract(torch.stack(chunk)) > 0).numpy())
+                out.append(np.asarray(read(torch.stack(chunk))) > 0)
             else:  # attacks can change sizes per image
-                out += [(model.extract(x[None]) > 0).numpy() for x in chunk]
+                out += [np.asarray(read(x[None])) > 0 for x in chunk]
     return np.concatenate(out).astype(np.uint8)
 
 
@@ -95,6 +116,13 @@ def evaluate(model: GenprintModel, data: str | Path | None, out_dir: str | Path,
              progress: bool = True) -> dict:
     from rich.progress import track
 
+    read = bit_reader(model, settings.reader, settings.inversion_steps)
+    attacks: list[Attack] = attack_suite(list(settings.suites))
+    if settings.attacks is not None:
+        unknown = set(settings.attacks) - {a.name for a in attacks}
+        if unknown:
+            raise GenprintError(f"unknown attacks {sorted(unknown)} in suites {list(settings.suites)}; known: {[a.name for a in attacks]}")
+        attacks = [a for a in attacks if a.name in settings.attacks]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(settings.seed)
@@ -122,32 +150,33 @@ def evaluate(model: GenprintModel, data: str | Path | None, out_dir: str | Path,
     quality = {"psnr_db": float(psnr(fp, og).mean()), "ssim": float(ssim(fp, og).mean()),
                "psnr_db_min": float(psnr(fp, og).min()), "ssim_min": float(ssim(fp, og).min())}
 
-    def score(images: list[torch.Tensor]) -> dict:
-        read = _extract_bits(model, images, settings.batch_size)
+    slow = progress and settings.reader == "inversion"
+
+    def score(images: list[torch.Tensor], name: str) -> dict:
+        read_bits = _extract_bits(read, images, settings.batch_size, f"reading {name}" if slow else None)
         truth = registered[user_idx]
-        best, dist, attributed = attributor(read)
-        return {"bit_accuracy": float((read == truth).mean()),
+        best, dist, attributed = attributor(read_bits)
+        return {"bit_accuracy": float((read_bits == truth).mean()),
                 "attribution_accuracy": float((attributed & (best == user_idx)).mean()),
                 "false_attributions": int((attributed & (best != user_idx)).sum())}
 
-    results = {"clean": score(list(fp))}
-    attacks: list[Attack] = attack_suite(list(settings.suites))
+    results = {"clean": score(list(fp), "clean")}
     for k, attack in enumerate(track(attacks, description="attacks", disable=not progress)):
         attacked = [attack(img, seed=settings.seed * 1000 + k * 97 + j) for j, img in enumerate(fp)]
-        results[attack.name] = {"suite": attack.suite, **score(attacked)}
+        results[attack.name] = {"suite": attack.suite, **score(attacked, attack.name)}
 
     # False positives: real photos and original-decoder outputs carry no fingerprint.
     negatives = {"photos": photos, "original_decoder": list(og)}
     fpr_report = {}
     for name, images in negatives.items():
-        _, dist, attributed = attributor(_extract_bits(model, images, settings.batch_size))
+        _, dist, attributed = attributor(_extract_bits(read, images, settings.batch_size, f"reading {name}" if slow else None))
         fpr_report[name] = {"queries": len(images), "attributed": int(attributed.sum()), "min_distance": int(dist.min())}
 
     decision = attributor.decision
     single = {k: v for k, v in results.items() if k != "clean" and not v["suite"].endswith("combined")}
     report = {
         "model_id": getattr(model, "bundle_config", {}).get("model_id"),
-        "settings": {**settings.__dict__, "suites": list(settings.suites), "holdout": holdout},
+        "settings": {**settings.__dict__, "suites": list(settings.suites), "attacks": [a.name for a in attacks], "holdout": holdout},
         "samples": n, "test_photos": len(photos), "nbits": model.nbits,
         "decision": {"users": settings.users, "fpr_per_query": settings.fpr, "max_distance": decision.max_distance,
                      "min_agreeing_bits": model.nbits - decision.max_distance,

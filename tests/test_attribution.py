@@ -161,3 +161,8 @@ def test_cli_tenants_users_attribute(cli_env, tmp_path, capsys, monkeypatch):
     assert code == 0 and "not attributed" in out  # globex has no users: nothing to match
     events = registry.audit_log(action="attribute")
     assert len(events) == 2 and events[-1]["detail"]["label"] == str(good)
+
+    # The inversion reader answers through the same registry; this bundle's identity mapping leaves its code at 0.
+    code, out, _ = cli(capsys, "attribute", "--model", bundle, "--json", "--reader", "inversion", "--inversion-steps", "1", str(good))
+    answer = json.loads(out)
+    assert code == 0 and answer["extracted"] == "00" * 6 and answer["fingerprint"] in codes

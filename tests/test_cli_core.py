@@ -52,6 +52,10 @@ def test_render_extract_export(untrained_bundle_dir, images, tmp_path):
     rows = [json.loads(l) for l in proc.stdout.splitlines()]
     assert [r["path"] for r in rows] == [str(big), str(outs[0])]
     assert all(len(r["fingerprint"]) == 12 and len(r["bit_probabilities"]) == 48 for r in rows)
+    # The identity mapping gives the inversion reader no code to fit: every bit stays at probability 0.5.
+    proc = run("extract", "--model", untrained_bundle_dir, "--json", "--reader", "inversion", "--inversion-steps", 2, big)
+    row = json.loads(proc.stdout)
+    assert row["path"] == str(big) and row["bit_probabilities"] == [0.5] * 48
 
     proc = run("export", "--model", untrained_bundle_dir, "--fingerprint", hexfp, "--out", tmp_path / "export")
     assert (tmp_path / "export" / "taef2_decoder.safetensors").exists()
@@ -69,6 +73,9 @@ def test_bad_input_gives_one_clear_line(untrained_bundle_dir, images, tmp_path):
     tiny = tmp_path / "tiny.png"
     Image.new("RGB", (40, 40)).save(tiny)
     assert "at least 64 px" in error_line(run("extract", "--model", untrained_bundle_dir, "--json", tiny, ok=False))
+    assert "at least 64 px" in error_line(run("extract", "--model", untrained_bundle_dir, "--json", "--reader", "inversion", tiny, ok=False))
+    assert "unknown attacks ['jpeg_5']" in error_line(run("eval", "--model", untrained_bundle_dir, "--out", tmp_path / "e",
+                                                          "--attacks", "jpeg_50,jpeg_5", ok=False))
     assert "not a directory" in error_line(run("render", "--model", untrained_bundle_dir, "--no-fingerprint",
                                                "--input", tmp_path / "missing", "--output", tmp_path / "y", ok=False))
     assert "no config file" in error_line(run("train", "--config", "nope", "--out", tmp_path / "z", ok=False))
@@ -91,7 +98,7 @@ def test_eval_writes_report_and_plots(untrained_bundle_dir, tmp_path):
     assert report["results"]["clean"]["attribution_accuracy"] == 0
     assert all(v["attributed"] == 0 for v in report["false_positives"].values())
     assert report["decision"]["max_distance"] >= 0 and "jpeg_50" in report["results"]
-    assert "samples from" in proc.stdout
+    assert "samples read by the cnn reader from" in proc.stdout
 
 
 def test_train_with_workers_hands_its_options_to_the_ray_pipeline(monkeypatch):

@@ -21,12 +21,12 @@ TINY_TINY = {"encoder_block_out_channels": [16, 16, 16, 16], "decoder_block_out_
              "num_encoder_blocks": [1, 1, 1, 1], "num_decoder_blocks": [1, 1, 1, 1], "latent_channels": 4}
 
 
-def randomise_mapping(model: GenprintModel, seed: int = 0) -> GenprintModel:
+def randomise_mapping(model: GenprintModel, seed: int = 0, std: float = 0.2) -> GenprintModel:
     """Trained mappings are not identity: give the zero-initialised affines real weights."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for a in model.mapping.affines:
-            a.weight.copy_(torch.randn(a.weight.shape, generator=g) * 0.2)
+            a.weight.copy_(torch.randn(a.weight.shape, generator=g) * std)
     return model.eval()
 
 

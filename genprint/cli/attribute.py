@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
+from genprint.cli.eval import add_reader_options
 from genprint.cli.registry_options import add_api_key_option, add_db_option, authenticated_tenant, open_registry
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("attribute", help="read the fingerprint of images and name the user who made them",
-                                   description="Extracts each image's fingerprint (ONNX Runtime) and finds the nearest registered "
+                                   description="Extracts each image's fingerprint (the CNN extractor on ONNX Runtime, or the slower "
+                                               "inversion reader) and finds the nearest registered "
                                                "user of the model. Without an API key every tenant's users are searched "
                                                "(the distributor's view); with one, only that tenant's.")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG or WebP files")
@@ -20,6 +22,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--fpr", type=float, default=None, help="false-positive rate per query (default 1e-6)")
     parser.add_argument("--max-pixels", type=int, default=None, help="refuse images with more pixels (default 4096x4096)")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    add_reader_options(parser)
     add_db_option(parser)
     add_api_key_option(parser, "optional: limits the search to that tenant's users")
     parser.set_defaults(func=run)
@@ -29,10 +32,17 @@ def run(args: argparse.Namespace) -> int:
     from genprint.attribution import ExtractorRuntime, attribute_images, bundle_onnx
     from genprint.imageio import DEFAULT_MAX_PIXELS
 
-    onnx_path, config = bundle_onnx(args.model)
+    if args.reader == "cnn":
+        onnx_path, config = bundle_onnx(args.model)
+        runtime = ExtractorRuntime(onnx_path, threads=args.threads)
+    else:
+        from genprint.bundle import load_bundle
+        from genprint.inversion import InversionReader
+
+        model = load_bundle(args.model)
+        config, runtime = model.bundle_config, InversionReader(model, steps=args.inversion_steps)
     with open_registry(args) as registry:
         scope = authenticated_tenant(registry, args, required=False)
-        runtime = ExtractorRuntime(onnx_path, threads=args.threads)
         results = attribute_images(registry, runtime, config["model_id"], args.images, tenant_scope=scope,
                                    max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, fpr=args.fpr)
     failed = 0

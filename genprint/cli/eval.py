@@ -12,7 +12,15 @@ def add_parser(sub) -> None:
     p.add_argument("--samples-per-photo", type=int, default=2)
     p.add_argument("--holdout", type=float, help="override the held-out fraction (0: evaluate on every photo)")
     p.add_argument("--suites", default="wouaf,stable_signature", help="attack suites, comma separated")
+    p.add_argument("--attacks", help="only these attacks of the suites, comma separated (default: all)")
+    add_reader_options(p)
     p.set_defaults(func=run)
+
+
+def add_reader_options(p) -> None:
+    p.add_argument("--reader", choices=["cnn", "inversion"], default="cnn",
+                   help="cnn: the extractor network; inversion: fit latent and code through the decoder (slow, forensic)")
+    p.add_argument("--inversion-steps", type=int, default=100, help="fitting steps of the inversion reader")
 
 
 def run(args) -> int:
@@ -29,7 +37,8 @@ def run(args) -> int:
         raise GenprintError("--users must be at least --samples-per-photo")
     model = load_bundle(args.model)
     settings = EvalSettings(users=args.users, fpr=args.fpr, size=args.size, samples_per_photo=args.samples_per_photo,
-                            holdout=args.holdout, suites=suites)
+                            holdout=args.holdout, suites=suites, reader=args.reader, inversion_steps=args.inversion_steps,
+                            attacks=tuple(a for a in args.attacks.split(",") if a) if args.attacks else None)
     report = evaluate(model, args.data, args.out, settings)
     print_summary(report)
     return 0
@@ -42,7 +51,7 @@ def print_summary(report: dict) -> None:
 
     q, d = report["quality"], report["decision"]
     console = cli_console()
-    console.print(f"[bold]{report['samples']}[/] samples from {report['test_photos']} held-out photos; "
+    console.print(f"[bold]{report['samples']}[/] samples read by the {report['settings']['reader']} reader from {report['test_photos']} held-out photos; "
                   f"PSNR {q['psnr_db']:.2f} dB, SSIM {q['ssim']:.4f}; attributed at distance <= {d['max_distance']} "
                   f"of {report['nbits']} bits ({d['users']} users, FPR {d['fpr_per_query']:g})")
     table = Table("condition", "suite", "bit acc", "attribution acc", "false attr.")

@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""Seconds per image of the inversion reader against the model's CNN extractor, in the same run.
+
+    python benchmarks/inversion_reader.py [--model BUNDLE] [--size 256] [--steps 50] [--batches 1 4] [--device cpu]
+
+The reader's cost is `steps` forward and backward passes of the decoder, whatever the weights, so the default model is
+an untrained TAEF2 one with non-trivial scales. Writes benchmarks/results/inversion_reader.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import torch
+from _results import write_result
+from decode_modulation import ROOT, load_model
+
+
+def seconds(fn, repeats: int = 2) -> float:
+    """Best of `repeats` (after one warm-up): the least disturbed by other load."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="bundle directory (default: an untrained TAEF2 model)")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "inversion_reader.json"))
+    args = parser.parse_args()
+
+    from genprint.inversion import InversionReader
+
+    model = load_model(args.model, 48, args.device)
+    reader = InversionReader(model, steps=args.steps)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    rows = []
+    for batch in args.batches:
+        images = torch.rand(batch, 3, args.size, args.size, device=args.device)
+
+        def cnn():
+            with torch.no_grad():
+                model.extract(images)
+            sync()
+
+        inversion = seconds(lambda: reader.logits(images), repeats=1) / batch
+        extractor = seconds(cnn) / batch
+        rows.append({"batch": batch, "inversion_s_per_image": inversion, "cnn_s_per_image": extractor, "ratio": inversion / extractor})
+        print(f"batch {batch}: inversion ({args.steps} steps) {inversion:.2f} s/img   CNN extractor {extractor:.3f} s/img   "
+              f"x{inversion / extractor:.0f}", flush=True)
+    write_result(args.out, {"benchmark": "inversion_reader", "size": args.size, "steps": args.steps, "device": args.device,
+                            "threads": torch.get_num_threads(), "torch": torch.__version__, "machine": platform.machine(),
+                            "extractor": model.extractor.config, "results": rows})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""The inversion reader: read a fingerprint by re-creating the image with the fingerprinted decoder.
+
+The image was made as D(z; s(code)) for some latent z and code. Starting from z = encoder(image) and code = 0 (every
+scale 1: the original decoder), Adam fits both so that the fingerprinted decoder reproduces the image; the fitted
+code's signs are the bits. The CNN extractor has to learn to demodulate a content-dependent texture; this reader
+uses the decoder itself as the model of that texture, so it needs no training beyond the mapping network's.
+It costs `steps` decoder forward and backward passes per image (about 0.75 s per step for a 256 px image on
+2 CPU cores), so it is the forensic reader; the CNN (ONNX Runtime / TensorRT) serves high-rate attribution.
+README, "Results", has what it reads under each attack.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from genprint.errors import GenprintError
+from genprint.extractor import MIN_SIZE
+from genprint.model import GenprintModel
+
+# The fitted code is +-1 at the true fingerprint; this gain turns it into logits whose sigmoid reads as a confidence.
+LOGIT_GAIN = 3.0
+
+
+class InversionReader:
+    """The reader for one model; `logits` and `bits` match ExtractorRuntime's, so either can serve attribution."""
+
+    def __init__(self, model: GenprintModel, steps: int = 100, latent_lr: float = 0.05, code_lr: float = 0.1, align: bool = True):
+        if steps < 1 or latent_lr <= 0 or code_lr <= 0:
+            raise GenprintError(f"inversion reader: steps must be >= 1 and learning rates > 0, got {steps}, {latent_lr}, {code_lr}")
+        self.model, self.steps, self.latent_lr, self.code_lr, self.align = model, steps, latent_lr, code_lr, align
+        self.nbits = model.nbits
+
+    def logits(self, images) -> np.ndarray:
+        """images (B, 3, H, W) or (3, H, W) in [0, 1] -> bit logits (B, nbits). Each image is cropped to the decoder's
+        grid: top-left as `genprint render` crops photos, or, with `align` and sides off the grid, where `_aligned` finds."""
+        target = torch.as_tensor(np.asarray(images, dtype=np.float32) if not torch.is_tensor(images) else images).float()
+        target = target[None] if target.ndim == 3 else target
+        if target.ndim != 4 or target.shape[1] != 3:
+            raise GenprintError(f"images must have shape (batch, 3, H, W), got {tuple(target.shape)}")
+        if min(target.shape[-2:]) < MIN_SIZE:
+            raise GenprintError(f"images must be at least {MIN_SIZE} px on each side, got {tuple(target.shape[-2:])}")
+        model, m = self.model, self.model.adapter.downscale
+        h, w = target.shape[-2:]
+        target = target.to(model._device())
+        model.eval()
+        with torch.no_grad():
+            # Sides that are multiples of m are taken to be on the grid (the generator's own output always is).
+            target = self._aligned(target) if self.align and (h % m or w % m) else target[..., : h // m * m, : w // m * m]
+            latents = model.encode(target)
+        latents.requires_grad_(True)
+        code = torch.zeros(len(target), self.nbits, device=target.device, requires_grad=True)
+        optimizer = torch.optim.Adam([{"params": [latents], "lr": self.latent_lr}, {"params": [code], "lr": self.code_lr}])
+        with torch.enable_grad():
+            for _ in range(self.steps):
+                rendered = model.decode(latents, (code + 1) / 2)  # the mapping reads bits b as the code 2b - 1
+                # A sum of per-image means: each image's fit is its own problem (Adam is per element), whatever the batch.
+                loss = (rendered - target).pow(2).flatten(1).mean(1).sum()
+                # grad() rather than backward(): no gradient is computed for, or left on, the model's weights.
+                latents.grad, code.grad = torch.autograd.grad(loss, [latents, code])
+                optimizer.step()
+        return (code.detach() * LOGIT_GAIN).cpu().numpy()
+
+    def _aligned(self, images: torch.Tensor) -> torch.Tensor:
+        """Each image cropped at the offset (0..m-1 rows and columns) where the original autoencoder re-renders it best.
+        An image the decoder made re-renders far better in the decoder's own grid phase, so a crop of it taken off that
+        grid (a cropped upload) is put back on it before the fit; without a crop the offset found is 0. Searching rows
+        and columns one after the other is not enough: a half-period offset re-renders nearly as well."""
+        m = self.model.adapter.downscale
+        h, w = ((s - (m - 1)) // m * m for s in images.shape[-2:])  # the same size at every offset
+        offsets = [(a, b) for a in range(m) for b in range(m)]
+        out = []
+        for x in images:
+            errors = []
+            for chunk in range(0, len(offsets), m):  # m offsets per batch: faster than one by one, bounded memory
+                crops = torch.stack([x[:, a:a + h, b:b + w] for a, b in offsets[chunk:chunk + m]])
+                inner = (self.model.re_render(crops) - crops)[..., 2 * m:-2 * m, 2 * m:-2 * m]  # borders re-render badly anyway
+                errors += inner.pow(2).flatten(1).mean(1).tolist()
+            a, b = offsets[int(np.argmin(errors))]
+            out.append(x[:, a:a + h, b:b + w])
+        return torch.stack(out)
+
+    def bits(self, images) -> np.ndarray:
+        """Hard 0/1 bits (B, nbits) uint8."""
+        return (self.logits(images) > 0).astype(np.uint8)
