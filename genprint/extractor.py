@@ -19,6 +19,21 @@ HIGH_PASS = torch.tensor([[[0, 0, 0], [0, 1, -1], [0, 0, 0]], [[0, 0, 0], [0, 1,
                           [[1, -2, 1], [0, 0, 0], [0, 0, 0]]], dtype=torch.float32)
 
 
+def check_images(shape) -> None:
+    """Every reader's input contract: a batch (B, 3, H, W) with both sides at least MIN_SIZE."""
+    shape = tuple(shape)
+    if len(shape) != 4 or shape[1] != 3:
+        raise GenprintError(f"images must have shape (batch, 3, H, W), got {shape}")
+    if min(shape[-2:]) < MIN_SIZE:
+        raise GenprintError(f"images must be at least {MIN_SIZE} px on each side, got {shape[-2:]}")
+
+
+def grid_crop(images: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Both sides cropped (top-left anchored) to multiples of `multiple`, as `genprint render` crops photos."""
+    h, w = images.shape[-2:]
+    return images[..., : h // multiple * multiple, : w // multiple * multiple]
+
+
 class Extractor(nn.Module):
     """image (B, 3, H, W) in [0, 1] -> bit logits (B, nbits).
 
@@ -53,10 +68,7 @@ class Extractor(nn.Module):
         self.head = nn.Linear(width * (2 if highpass else 1), nbits)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise GenprintError(f"images must have shape (batch, 3, H, W), got {tuple(images.shape)}")
-        if min(images.shape[-2:]) < MIN_SIZE:
-            raise GenprintError(f"images must be at least {MIN_SIZE} px on each side, got {tuple(images.shape[-2:])}")
+        check_images(images.shape)
         if self.config["highpass"]:
             planes = [images]
             if self.config["residual"]:
@@ -79,7 +91,6 @@ class Extractor(nn.Module):
         if self._reference is None:
             raise GenprintError("this residual extractor has no reference autoencoder: build it through GenprintModel or load_bundle")
         render, multiple = self._reference
-        h, w = images.shape[-2:]
-        images = images[..., : h // multiple * multiple, : w // multiple * multiple]  # top-left, as `genprint render` crops photos
+        images = grid_crop(images, multiple)
         with torch.no_grad():  # a fixed reference: no gradient through the autoencoder (cheaper, and trained this way)
             return images, render(images)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from genprint.errors import GenprintError
-from genprint.extractor import MIN_SIZE
+from genprint.extractor import check_images, grid_crop
 from genprint.model import GenprintModel
 
 # The fitted code is +-1 at the true fingerprint; this gain turns it into logits whose sigmoid reads as a confidence.
@@ -36,17 +36,14 @@ class InversionReader:
         grid: top-left as `genprint render` crops photos, or, with `align` and sides off the grid, where `_aligned` finds."""
         target = torch.as_tensor(np.asarray(images, dtype=np.float32) if not torch.is_tensor(images) else images).float()
         target = target[None] if target.ndim == 3 else target
-        if target.ndim != 4 or target.shape[1] != 3:
-            raise GenprintError(f"images must have shape (batch, 3, H, W), got {tuple(target.shape)}")
-        if min(target.shape[-2:]) < MIN_SIZE:
-            raise GenprintError(f"images must be at least {MIN_SIZE} px on each side, got {tuple(target.shape[-2:])}")
+        check_images(target.shape)
         model, m = self.model, self.model.adapter.downscale
         h, w = target.shape[-2:]
         target = target.to(model._device())
         model.eval()
         with torch.no_grad():
             # Sides that are multiples of m are taken to be on the grid (the generator's own output always is).
-            target = self._aligned(target) if self.align and (h % m or w % m) else target[..., : h // m * m, : w // m * m]
+            target = self._aligned(target) if self.align and (h % m or w % m) else grid_crop(target, m)
             latents = model.encode(target)
         latents.requires_grad_(True)
         code = torch.zeros(len(target), self.nbits, device=target.device, requires_grad=True)

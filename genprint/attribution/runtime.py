@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from genprint.errors import GenprintError
-from genprint.extractor import MIN_SIZE
+from genprint.extractor import MIN_SIZE, check_images
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +74,7 @@ class ExtractorRuntime:
         arr = np.ascontiguousarray(arr, dtype=np.float32)
         if arr.ndim == 3:
             arr = arr[None]
-        if arr.ndim != 4 or arr.shape[1] != 3:
-            raise GenprintError(f"images must have shape (batch, 3, H, W), got {arr.shape}")
-        if min(arr.shape[-2:]) < MIN_SIZE:
-            raise GenprintError(f"images must be at least {MIN_SIZE} px on each side, got {arr.shape[-2:]}")
+        check_images(arr.shape)
         return self.session.run(None, {"images": arr})[0]
 
     def bits(self, images) -> np.ndarray:
