@@ -32,6 +32,7 @@ class EvalSettings:
     fpr: float = 1e-6
     size: int = 256
     samples_per_photo: int = 2
+    photos: int | None = None        # None: every held-out photo; else the first N (a slow reader's budget)
     min_distance: int = 0
     holdout: float | None = None     # None: the bundle's training holdout
     batch_size: int = 8
@@ -129,7 +130,7 @@ def evaluate(model: GenprintModel, data: str | Path | None, out_dir: str | Path,
     holdout = settings.holdout if settings.holdout is not None else model.bundle_config.get("train", {}).get("holdout", 0.2) if hasattr(model, "bundle_config") else 0.2
     paths = resolve_photos(data)
     _, test_paths = split(paths, holdout) if holdout > 0 else (None, paths)
-    photos = [c for c in (centre_crop(load_rgb(p, 8), settings.size) for p in test_paths) if c is not None]
+    photos = [c for c in (centre_crop(load_rgb(p, 8), settings.size) for p in test_paths) if c is not None][:settings.photos]
     if not photos:
         raise GenprintError(f"no held-out photo of at least {settings.size} px among {len(paths)} photos (holdout {holdout})")
 

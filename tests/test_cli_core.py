@@ -76,6 +76,8 @@ def test_bad_input_gives_one_clear_line(untrained_bundle_dir, images, tmp_path):
     assert "at least 64 px" in error_line(run("extract", "--model", untrained_bundle_dir, "--json", "--reader", "inversion", tiny, ok=False))
     assert "unknown attacks ['jpeg_5']" in error_line(run("eval", "--model", untrained_bundle_dir, "--out", tmp_path / "e",
                                                           "--attacks", "jpeg_50,jpeg_5", ok=False))
+    assert "--photos must be at least 1" in error_line(run("eval", "--model", untrained_bundle_dir, "--out", tmp_path / "e",
+                                                           "--photos", 0, ok=False))
     assert "not a directory" in error_line(run("render", "--model", untrained_bundle_dir, "--no-fingerprint",
                                                "--input", tmp_path / "missing", "--output", tmp_path / "y", ok=False))
     assert "no config file" in error_line(run("train", "--config", "nope", "--out", tmp_path / "z", ok=False))
@@ -90,8 +92,9 @@ def test_bad_input_gives_one_clear_line(untrained_bundle_dir, images, tmp_path):
 def test_eval_writes_report_and_plots(untrained_bundle_dir, tmp_path):
     """On an untrained bundle every metric is at chance: the report must say so, and attribute nobody."""
     proc = run("eval", "--model", untrained_bundle_dir, "--users", 500, "--out", tmp_path, "--size", 64,
-               "--samples-per-photo", 1, "--suites", "stable_signature")
+               "--samples-per-photo", 1, "--suites", "stable_signature", "--photos", 5)
     report = json.loads((tmp_path / "report.json").read_text())
+    assert report["test_photos"] == 5 and report["samples"] == 5
     assert (tmp_path / "accuracy_per_attack.png").stat().st_size > 10_000 and (tmp_path / "grid.png").exists()
     assert report["quality"]["psnr_db"] > 60          # identity mapping: fingerprinted == original
     assert 0.35 < report["results"]["clean"]["bit_accuracy"] < 0.65

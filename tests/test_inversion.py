@@ -8,7 +8,7 @@ from genprint.data import load_rgb, resolve_photos
 from genprint.errors import GenprintError
 from genprint.fingerprint import random_fingerprints
 from genprint.generators import load_adapter_source
-from genprint.inversion import InversionReader
+from genprint.inversion import InversionReader, edited, unclipped
 from genprint.model import GenprintModel
 from genprint.paths import taef2_dir
 from test_modulation_export import randomise_mapping
@@ -54,3 +54,44 @@ def test_a_crop_off_the_decoders_grid_is_put_back_on_it(model):
         aligned = InversionReader(model, steps=1)._aligned(crop)
     assert aligned.shape[-2:] == (168, 168)
     assert torch.equal(aligned, crop[..., 5:5 + 168, 3:3 + 168])    # back in phase: 3 + 5 and 5 + 3 rows/columns are multiples of 8
+
+
+def test_the_edit_model_recovers_a_linear_edit_and_leaves_an_unedited_image_alone():
+    torch.manual_seed(0)
+    rendered = torch.rand(2, 3, 40, 48)
+    colour = torch.tensor([[1.3, 0.1, 0.0], [0.0, 0.9, 0.2], [0.1, 0.0, 1.1]])
+    blurred = torch.nn.functional.avg_pool2d(rendered, 3, stride=1, padding=1, count_include_pad=False)
+    target = torch.einsum("ij,bjhw->bihw", colour, blurred) + torch.tensor([0.05, -0.1, 0.0])[:, None, None]
+    valid = unclipped(target.clamp(0.01, 0.99), 5)  # only the border is masked here
+    fitted = edited(rendered, target, valid, 5, ridge=1e-6)
+    inner = (slice(None), slice(None), slice(2, -2), slice(2, -2))
+    assert (fitted - target)[inner].abs().max() < 1e-3
+    assert (edited(rendered, rendered, valid, 5) - rendered)[inner].abs().max() < 1e-3
+
+
+def test_clipped_and_erased_pixels_are_left_out_of_the_fit():
+    image = torch.full((1, 3, 16, 16), 0.5)
+    image[..., 4:8, 4:8] = 1.0     # saturated by a brightness edit
+    image[..., 10:12, 10:12] = 0   # erased
+    image[:, 1, 0, 15] = 0         # one channel clipped is enough
+    valid = unclipped(image, 1)
+    assert valid.shape == (1, 1, 16, 16)
+    assert valid.sum() == 256 - 16 - 4 - 1
+    assert unclipped(image, 5)[..., :2, :].sum() == 0 and unclipped(image, 5)[..., 2:-2, 2:-2].sum() == 144 - 16 - 4
+
+
+def test_a_brightened_and_contrasted_upload_is_read_through_the_edit_model(model):
+    from genprint.attacks.suite import enhance, from_pil, to_pil
+
+    photos = torch.stack([load_rgb(p)[:, :128, :128] for p in resolve_photos(None)[:2]])
+    bits = random_fingerprints(2, model.nbits, rng=np.random.default_rng(1))
+    with torch.no_grad():
+        marked = model.decode(model.encode(photos), bits)
+    edited_up = torch.stack([from_pil(enhance("contrast", 1.5)(enhance("brightness", 1.5)(to_pil(x), None), None)) for x in marked])
+    plain = (InversionReader(model, steps=40, filter_size=0).bits(edited_up) == bits).mean()
+    with_edits = (InversionReader(model, steps=40, filter_size=5).bits(edited_up) == bits).mean()
+    assert with_edits >= 0.85 and with_edits > plain
+
+
+def test_a_fully_clipped_image_reads_as_no_code(model):
+    assert np.array_equal(InversionReader(model, steps=3).logits(torch.ones(1, 3, 64, 64)), np.zeros((1, model.nbits)))

@@ -10,6 +10,7 @@ def add_parser(sub) -> None:
     p.add_argument("--fpr", type=float, default=1e-6, help="false-positive rate per query for the decision")
     p.add_argument("--size", type=int, default=256, help="centre-crop size of the evaluation images")
     p.add_argument("--samples-per-photo", type=int, default=2)
+    p.add_argument("--photos", type=int, help="only the first N held-out photos (default: all; for the slow inversion reader)")
     p.add_argument("--holdout", type=float, help="override the held-out fraction (0: evaluate on every photo)")
     p.add_argument("--suites", default="wouaf,stable_signature", help="attack suites, comma separated")
     p.add_argument("--attacks", help="only these attacks of the suites, comma separated (default: all)")
@@ -35,9 +36,12 @@ def run(args) -> int:
         raise GenprintError(f"unknown attack suites {sorted(unknown)}; known: {sorted(ATTACK_SUITES)}")
     if args.users < args.samples_per_photo:
         raise GenprintError("--users must be at least --samples-per-photo")
+    if args.photos is not None and args.photos < 1:
+        raise GenprintError(f"--photos must be at least 1, got {args.photos}")
     model = load_bundle(args.model)
     settings = EvalSettings(users=args.users, fpr=args.fpr, size=args.size, samples_per_photo=args.samples_per_photo,
-                            holdout=args.holdout, suites=suites, reader=args.reader, inversion_steps=args.inversion_steps,
+                            photos=args.photos, holdout=args.holdout, suites=suites, reader=args.reader,
+                            inversion_steps=args.inversion_steps,
                             attacks=tuple(a for a in args.attacks.split(",") if a) if args.attacks else None)
     report = evaluate(model, args.data, args.out, settings)
     print_summary(report)
