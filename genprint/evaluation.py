@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Callable
 
@@ -130,7 +131,8 @@ def evaluate(model: GenprintModel, data: str | Path | None, out_dir: str | Path,
     holdout = settings.holdout if settings.holdout is not None else model.bundle_config.get("train", {}).get("holdout", 0.2) if hasattr(model, "bundle_config") else 0.2
     paths = resolve_photos(data)
     _, test_paths = split(paths, holdout) if holdout > 0 else (None, paths)
-    photos = [c for c in (centre_crop(load_rgb(p, 8), settings.size) for p in test_paths) if c is not None][:settings.photos]
+    # Loads photos only until `settings.photos` are found (None: all).
+    photos = list(islice((c for c in (centre_crop(load_rgb(p, 8), settings.size) for p in test_paths) if c is not None), settings.photos))
     if not photos:
         raise GenprintError(f"no held-out photo of at least {settings.size} px among {len(paths)} photos (holdout {holdout})")
 
@@ -153,8 +155,11 @@ def evaluate(model: GenprintModel, data: str | Path | None, out_dir: str | Path,
 
     slow = progress and settings.reader == "inversion"
 
+    def read_all(images: list[torch.Tensor], name: str) -> np.ndarray:
+        return _extract_bits(read, images, settings.batch_size, f"reading {name}" if slow else None)
+
     def score(images: list[torch.Tensor], name: str) -> dict:
-        read_bits = _extract_bits(read, images, settings.batch_size, f"reading {name}" if slow else None)
+        read_bits = read_all(images, name)
         truth = registered[user_idx]
         best, dist, attributed = attributor(read_bits)
         return {"bit_accuracy": float((read_bits == truth).mean()),
@@ -170,7 +175,7 @@ def evaluate(model: GenprintModel, data: str | Path | None, out_dir: str | Path,
     negatives = {"photos": photos, "original_decoder": list(og)}
     fpr_report = {}
     for name, images in negatives.items():
-        _, dist, attributed = attributor(_extract_bits(read, images, settings.batch_size, f"reading {name}" if slow else None))
+        _, dist, attributed = attributor(read_all(images, name))
         fpr_report[name] = {"queries": len(images), "attributed": int(attributed.sum()), "min_distance": int(dist.min())}
 
     decision = attributor.decision

@@ -56,6 +56,8 @@ class InversionReader:
             latents = model.encode(target)
         latents.requires_grad_(True)
         valid = unclipped(target, self.filter_size)
+        # Each image's loss is its own masked mean: each fit is its own problem (Adam is per element), whatever the batch.
+        pixel_weight = valid / (valid.flatten(1).sum(1).clamp(min=1) * 3)[:, None, None, None]
         code = torch.zeros(len(target), self.nbits, device=target.device, requires_grad=True)
         optimizer = torch.optim.Adam([{"params": [latents], "lr": self.latent_lr}, {"params": [code], "lr": self.code_lr}])
         with torch.enable_grad():
@@ -63,8 +65,7 @@ class InversionReader:
                 rendered = model.decode(latents, (code + 1) / 2)  # the mapping reads bits b as the code 2b - 1
                 if self.filter_size:
                     rendered = edited(rendered, target, valid, self.filter_size)
-                # A sum of per-image means: each image's fit is its own problem (Adam is per element), whatever the batch.
-                loss = ((rendered - target).pow(2) * valid).flatten(1).sum(1).div(valid.flatten(1).sum(1).clamp(min=1) * 3).sum()
+                loss = ((rendered - target).pow(2) * pixel_weight).sum()
                 # grad() rather than backward(): no gradient is computed for, or left on, the model's weights.
                 latents.grad, code.grad = torch.autograd.grad(loss, [latents, code])
                 optimizer.step()
