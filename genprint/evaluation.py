@@ -91,7 +91,7 @@ READERS = ("cnn", "inversion")
 def bit_reader(model: GenprintModel, reader: str = "cnn", inversion_steps: int = 100) -> Callable[[torch.Tensor], torch.Tensor | np.ndarray]:
     """images (B, 3, H, W) -> bit logits, by the CNN extractor or by inversion through the decoder."""
     if reader == "cnn":
-        return model.extract
+        return lambda images: model.extract(images.to(model._device())).cpu()
     if reader == "inversion":
         from genprint.inversion import InversionReader
 
@@ -145,10 +145,10 @@ def evaluate(model: GenprintModel, data: str | Path | None, out_dir: str | Path,
     fingerprinted, originals = [], []
     with torch.no_grad():
         for i in track(range(0, n, settings.batch_size), description="decoding", disable=not progress):
-            x = torch.stack(sources[i:i + settings.batch_size])
-            z = model.encode(x)
-            fingerprinted += list(model.decode(z, registered[user_idx[i:i + settings.batch_size]]))
-            originals += list(model.decode_reference(z))
+            z = model.encode(torch.stack(sources[i:i + settings.batch_size]).to(model._device()))
+            # Images stay on the CPU, where attacks (PIL), metrics and plots work; readers move them to the model.
+            fingerprinted += list(model.decode(z, registered[user_idx[i:i + settings.batch_size]]).cpu())
+            originals += list(model.decode_reference(z).cpu())
     fp, og = torch.stack(fingerprinted), torch.stack(originals)
     quality = {"psnr_db": float(psnr(fp, og).mean()), "ssim": float(ssim(fp, og).mean()),
                "psnr_db_min": float(psnr(fp, og).min()), "ssim_min": float(ssim(fp, og).min())}

@@ -45,10 +45,10 @@ class Trainer:
     own streams); `wrap(fn)` swaps `self.joint` for e.g. a DDP wrapper so gradients are synced.
     """
 
-    def __init__(self, config: TrainConfig, photos: str | Path | None = None, device: str | torch.device = "cpu",
+    def __init__(self, config: TrainConfig, photos: str | Path | None = None, device: str | torch.device | None = None,
                  rank: int = 0, world_size: int = 1):
         self.config = config
-        self.device = torch.device(device)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if config.threads:
             torch.set_num_threads(config.threads)
         seed = config.seed * 1000 + rank

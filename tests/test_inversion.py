@@ -8,7 +8,7 @@ from genprint.data import load_rgb, resolve_photos
 from genprint.errors import GenprintError
 from genprint.fingerprint import random_fingerprints
 from genprint.generators import load_adapter_source
-from genprint.inversion import InversionReader, edited, unclipped
+from genprint.inversion import InversionReader, edited, rotated, unclipped
 from genprint.model import GenprintModel
 from genprint.paths import taef2_dir
 from test_modulation_export import randomise_mapping
@@ -44,6 +44,8 @@ def test_bad_input_and_settings_are_refused(model):
         InversionReader(model, steps=1).logits(torch.rand(2, 64, 64))
     with pytest.raises(GenprintError, match="steps must be >= 1"):
         InversionReader(model, steps=0)
+    with pytest.raises(GenprintError, match="max_rotation must be 0 to 180"):
+        InversionReader(model, max_rotation=-5)
 
 
 def test_a_crop_off_the_decoders_grid_is_put_back_on_it(model):
@@ -95,3 +97,32 @@ def test_a_brightened_and_contrasted_upload_is_read_through_the_edit_model(model
 
 def test_a_fully_clipped_image_reads_as_no_code(model):
     assert np.array_equal(InversionReader(model, steps=3).logits(torch.ones(1, 3, 64, 64)), np.zeros((1, model.nbits)))
+
+
+def test_rotated_turns_as_pil_does_and_crops_a_centred_window():
+    from genprint.attacks.suite import from_pil, rotate, to_pil
+
+    torch.manual_seed(0)
+    smooth = torch.nn.functional.interpolate(torch.rand(1, 3, 12, 10), size=(96, 80), mode="bilinear", align_corners=False)
+    pil = from_pil(rotate(17.5)(to_pil(smooth[0]), None))
+    ours = rotated(smooth, torch.tensor([17.5]))[0]
+    inner = (slice(None), slice(20, -20), slice(20, -20))  # PIL and grid_sample differ only where black comes in
+    assert (ours - pil)[inner].abs().max() < 3 / 255
+    window = rotated(smooth, torch.tensor([17.5]), [48, 40])
+    assert torch.allclose(window[0], ours[:, 24:72, 20:60], atol=1e-5)
+    assert torch.allclose(rotated(smooth, torch.tensor([0.0])), smooth, atol=1e-5)
+
+
+def test_a_rotated_upload_is_turned_back_and_read(model):
+    from genprint.attacks.suite import from_pil, rotate, to_pil
+
+    photo = load_rgb(resolve_photos(None)[3])[:, 64:192, 64:192]
+    bits = random_fingerprints(1, model.nbits, rng=np.random.default_rng(2))
+    with torch.no_grad():
+        marked = model.decode(model.encode(photo[None]), bits)
+    turned = from_pil(rotate(12.4)(to_pil(marked[0]), None))[None]
+    reader = InversionReader(model, steps=40)
+    assert abs(reader.find_rotation(turned) - 12.4) <= 0.15
+    assert reader.find_rotation(marked) == 0.0
+    upright = (InversionReader(model, steps=40, max_rotation=0).bits(turned) == bits).mean()
+    assert (reader.bits(turned) == bits).mean() >= 0.9 > upright

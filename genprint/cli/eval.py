@@ -38,7 +38,9 @@ def run(args) -> int:
         raise GenprintError("--users must be at least --samples-per-photo")
     if args.photos is not None and args.photos < 1:
         raise GenprintError(f"--photos must be at least 1, got {args.photos}")
-    model = load_bundle(args.model)
+    import torch
+
+    model = load_bundle(args.model, "cuda" if torch.cuda.is_available() else "cpu")
     settings = EvalSettings(users=args.users, fpr=args.fpr, size=args.size, samples_per_photo=args.samples_per_photo,
                             photos=args.photos, holdout=args.holdout, suites=suites, reader=args.reader,
                             inversion_steps=args.inversion_steps,
