@@ -40,13 +40,15 @@ def load_model(path: str | None, nbits: int, device: str):
 
 
 def main() -> None:
+    from genprint.model import default_device
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="bundle directory (default: an untrained TAEF2 model)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--latent", type=int, default=32, help="latent side (TAEF2: image side / 8)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--nbits", type=int, default=48)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=default_device())
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "decode_modulation.json"))
     args = parser.parse_args()
 

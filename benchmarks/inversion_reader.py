@@ -33,12 +33,14 @@ def seconds(fn, repeats: int = 2, warm_up: bool = True) -> float:
 
 
 def main() -> None:
+    from genprint.model import default_device
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="bundle directory (default: an untrained TAEF2 model)")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=default_device())
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "inversion_reader.json"))
     args = parser.parse_args()
 

@@ -126,7 +126,7 @@ class InversionReader:
         """Mean squared error, on the central window of `image`, of its re-rendering through each rotation."""
         m = self.model.adapter.downscale
         # A window whose offset from the corner is a multiple of m keeps the decoder's grid phase.
-        hw = [max(m, window - (window // m - s // m) % 2 * m) if s > window else s for s in image.shape[-2:]]
+        hw = [window - (window // m - s // m) % 2 * m if s > window else s for s in image.shape[-2:]]
         top, left = ((s - a) // 2 for s, a in zip(image.shape[-2:], hw))
         target = image[..., top:top + hw[0], left:left + hw[1]].expand(len(angles), -1, -1, -1)
         turns = torch.as_tensor(angles, dtype=image.dtype)

@@ -14,6 +14,11 @@ from genprint.generators import GeneratorAdapter
 from genprint.modulation import MappingNetwork, Modulator, bake, select_convs
 
 
+def default_device() -> str:
+    """"cuda" when torch sees a GPU, else "cpu": where training, evaluation and serving run unless told otherwise."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def bits_tensor(bits, device=None) -> torch.Tensor:
     """0/1 bits as a float tensor (B, n); accepts numpy, lists or tensors, 1-D for one user."""
     t = torch.as_tensor(np.asarray(bits, dtype=np.float32) if not torch.is_tensor(bits) else bits, dtype=torch.float32)

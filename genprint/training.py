@@ -24,7 +24,7 @@ from genprint.data import LatentBank, resolve_photos, split
 from genprint.errors import GenprintError
 from genprint.generators import load_adapter_source
 from genprint.metrics import bit_accuracy, psnr, ssim
-from genprint.model import GenprintModel
+from genprint.model import GenprintModel, default_device
 from genprint.paths import taef2_dir
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, photos: str | Path | None = None, device: str | torch.device | None = None,
                  rank: int = 0, world_size: int = 1):
         self.config = config
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch.device(device or default_device())
         if config.threads:
             torch.set_num_threads(config.threads)
         seed = config.seed * 1000 + rank

@@ -57,6 +57,6 @@ class ServeSettings(BaseModel):
     def torch_device(self) -> str:
         if self.device != "auto":
             return self.device
-        import torch
+        from genprint.model import default_device
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return default_device()

@@ -28,6 +28,7 @@ def run(args) -> int:
     from genprint.bundle import load_bundle
     from genprint.errors import GenprintError
     from genprint.evaluation import EvalSettings, evaluate
+    from genprint.model import default_device
     from genprint.attacks import ATTACK_SUITES
 
     suites = tuple(s for s in args.suites.split(",") if s)
@@ -38,9 +39,7 @@ def run(args) -> int:
         raise GenprintError("--users must be at least --samples-per-photo")
     if args.photos is not None and args.photos < 1:
         raise GenprintError(f"--photos must be at least 1, got {args.photos}")
-    import torch
-
-    model = load_bundle(args.model, "cuda" if torch.cuda.is_available() else "cpu")
+    model = load_bundle(args.model, default_device())
     settings = EvalSettings(users=args.users, fpr=args.fpr, size=args.size, samples_per_photo=args.samples_per_photo,
                             photos=args.photos, holdout=args.holdout, suites=suites, reader=args.reader,
                             inversion_steps=args.inversion_steps,
