@@ -34,12 +34,12 @@ LOGIT_GAIN = 3.0
 class InversionReader:
     """The reader for one model; `logits` and `bits` match ExtractorRuntime's, so either can serve attribution.
     `filter_size`: the edit model's filter (0: no edit model; 1: a colour transform only). `max_rotation`: the
-    rotations searched, in degrees either way (0: none)."""
+    rotations searched, in degrees either way (0: none). `latent_lr` 0 holds the latents where they start."""
 
     def __init__(self, model: GenprintModel, steps: int = 100, latent_lr: float = 0.05, code_lr: float = 0.1, align: bool = True,
                  filter_size: int = 5, max_rotation: float = 30.0):
-        if steps < 1 or latent_lr <= 0 or code_lr <= 0:
-            raise GenprintError(f"inversion reader: steps must be >= 1 and learning rates > 0, got {steps}, {latent_lr}, {code_lr}")
+        if steps < 1 or latent_lr < 0 or code_lr <= 0:
+            raise GenprintError(f"inversion reader: steps must be >= 1, latent_lr >= 0 and code_lr > 0, got {steps}, {latent_lr}, {code_lr}")
         if filter_size < 0 or (filter_size and filter_size % 2 == 0):
             raise GenprintError(f"inversion reader: filter_size must be 0 (no edit model) or odd, got {filter_size}")
         if not 0 <= max_rotation <= 180:
@@ -48,9 +48,11 @@ class InversionReader:
         self.filter_size, self.max_rotation = filter_size, max_rotation
         self.nbits = model.nbits
 
-    def logits(self, images) -> np.ndarray:
+    def logits(self, images, latents: torch.Tensor | None = None) -> np.ndarray:
         """images (B, 3, H, W) or (3, H, W) in [0, 1] -> bit logits (B, nbits). Each image is cropped to the decoder's
-        grid: top-left as `genprint render` crops photos, or, with `align` and sides off the grid, where `_aligned` finds."""
+        grid: top-left as `genprint render` crops photos, or, with `align` and sides off the grid, where `_aligned` finds.
+        `latents`: where the fit starts instead of the encoder's estimate, e.g. the latents the image was generated from,
+        when they were kept (`benchmarks/latent_absorption.py` reads with them to tell what the fitted latent costs)."""
         target = torch.as_tensor(np.asarray(images, dtype=np.float32) if not torch.is_tensor(images) else images).float()
         target = target[None] if target.ndim == 3 else target
         check_images(target.shape)
@@ -63,15 +65,22 @@ class InversionReader:
             target = self._aligned(target) if self.align and (h % m or w % m) else grid_crop(target, m)
             angles = torch.tensor([self.find_rotation(x[None]) for x in target] if self.max_rotation else [0.0] * len(target))
             turn = bool(angles.any())
-            latents = model.encode(rotated(target, -angles) if turn else target)
-        latents.requires_grad_(True)
+            start = model.encode(rotated(target, -angles) if turn else target)
+        if latents is not None:
+            if tuple(latents.shape) != tuple(start.shape):
+                raise GenprintError(f"inversion reader: latents of shape {tuple(latents.shape)} given for images whose latents "
+                                    f"have shape {tuple(start.shape)}")
+            start = latents.detach().to(start)
+        latents = start.clone().requires_grad_(self.latent_lr > 0)
         valid = unclipped(target, self.filter_size)
         if turn:  # a turned rendering leaves the upload's corners uncovered: nothing there to compare
             valid = valid * (rotated(torch.ones_like(valid), angles) > 0.999)
         # Each image's loss is its own masked mean: each fit is its own problem (Adam is per element), whatever the batch.
         pixel_weight = valid / (valid.flatten(1).sum(1).clamp(min=1) * 3)[:, None, None, None]
         code = torch.zeros(len(target), self.nbits, device=target.device, requires_grad=True)
-        optimizer = torch.optim.Adam([{"params": [latents], "lr": self.latent_lr}, {"params": [code], "lr": self.code_lr}])
+        groups = [{"params": [code], "lr": self.code_lr}] + ([{"params": [latents], "lr": self.latent_lr}] if self.latent_lr else [])
+        fitted = [g["params"][0] for g in groups]
+        optimizer = torch.optim.Adam(groups)
         with torch.enable_grad():
             for _ in range(self.steps):
                 rendered = model.decode(latents, (code + 1) / 2)  # the mapping reads bits b as the code 2b - 1
@@ -81,7 +90,8 @@ class InversionReader:
                     rendered = edited(rendered, target, valid, self.filter_size)
                 loss = ((rendered - target).pow(2) * pixel_weight).sum()
                 # grad() rather than backward(): no gradient is computed for, or left on, the model's weights.
-                latents.grad, code.grad = torch.autograd.grad(loss, [latents, code])
+                for p, g in zip(fitted, torch.autograd.grad(loss, fitted)):
+                    p.grad = g
                 optimizer.step()
         return (code.detach() * LOGIT_GAIN).cpu().numpy()
 
