@@ -25,15 +25,14 @@ from _results import write_result
 from decode_modulation import ROOT
 
 
-def held_out_photos(model, count: int, size: int) -> torch.Tensor:
-    from genprint.data import load_rgb, resolve_photos, split
-    from genprint.evaluation import centre_crop
+def photo_batch(model, count: int, size: int) -> torch.Tensor:
+    from genprint.data import resolve_photos
+    from genprint.evaluation import held_out_photos
 
-    _, test = split(resolve_photos(None), model.bundle_config["train"]["holdout"])
-    crops = [c for c in (centre_crop(load_rgb(p, model.adapter.downscale), size) for p in test) if c is not None]
+    crops = held_out_photos(resolve_photos(None), model.bundle_config["train"]["holdout"], size, count)
     if len(crops) < count:
         raise SystemExit(f"only {len(crops)} held-out photos are at least {size} px; ask for fewer")
-    return torch.stack(crops[:count])
+    return torch.stack(crops)
 
 
 def left_over(model, latents: torch.Tensor, marked: torch.Tensor, unmarked: torch.Tensor, blur: int, steps: int) -> list[float]:
@@ -77,7 +76,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown attacks {unknown}")
 
-    photos = held_out_photos(model, args.absorb_photos, args.absorb_size)
+    photos = photo_batch(model, args.absorb_photos, args.absorb_size)
     bits = random_fingerprints(len(photos), model.nbits, rng=np.random.default_rng(5))
     with torch.no_grad():
         latents = model.encode(photos)
@@ -88,7 +87,7 @@ def main() -> None:
         absorbed[name] = left_over(model, latents, marked, unmarked, blur, args.absorb_steps)
         print(f"{name}: fingerprint energy left over after the latent fit: {np.round(absorbed[name], 3).tolist()}", flush=True)
 
-    photos = held_out_photos(model, args.photos, args.size)
+    photos = photo_batch(model, args.photos, args.size)
     bits = random_fingerprints(len(photos), model.nbits, rng=np.random.default_rng(5))
     with torch.no_grad():
         latents = model.encode(photos)

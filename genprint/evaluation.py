@@ -52,6 +52,13 @@ def centre_crop(image: torch.Tensor, size: int) -> torch.Tensor | None:
     return image[:, top:top + size, left:left + size]
 
 
+def held_out_photos(paths: list[Path], holdout: float, size: int, count: int | None = None) -> list[torch.Tensor]:
+    """Centre crops of `size` px of the held-out photos (all of `paths` when `holdout` is 0) that are that large; loads
+    photos only until `count` are found (None: all)."""
+    _, test_paths = split(paths, holdout) if holdout > 0 else (None, paths)
+    return list(islice((c for c in (centre_crop(load_rgb(p, 8), size) for p in test_paths) if c is not None), count))
+
+
 class Attributor:
     """Nearest registered fingerprint + the binomial decision (the in-memory form of the registry's matcher)."""
 
@@ -130,9 +137,7 @@ def evaluate(model: GenprintModel, data: str | Path | None, out_dir: str | Path,
     rng = np.random.default_rng(settings.seed)
     holdout = settings.holdout if settings.holdout is not None else model.bundle_config.get("train", {}).get("holdout", 0.2) if hasattr(model, "bundle_config") else 0.2
     paths = resolve_photos(data)
-    _, test_paths = split(paths, holdout) if holdout > 0 else (None, paths)
-    # Loads photos only until `settings.photos` are found (None: all).
-    photos = list(islice((c for c in (centre_crop(load_rgb(p, 8), settings.size) for p in test_paths) if c is not None), settings.photos))
+    photos = held_out_photos(paths, holdout, settings.size, settings.photos)
     if not photos:
         raise GenprintError(f"no held-out photo of at least {settings.size} px among {len(paths)} photos (holdout {holdout})")
 

@@ -65,12 +65,14 @@ class InversionReader:
             target = self._aligned(target) if self.align and (h % m or w % m) else grid_crop(target, m)
             angles = torch.tensor([self.find_rotation(x[None]) for x in target] if self.max_rotation else [0.0] * len(target))
             turn = bool(angles.any())
-            start = model.encode(rotated(target, -angles) if turn else target)
-        if latents is not None:
-            if tuple(latents.shape) != tuple(start.shape):
-                raise GenprintError(f"inversion reader: latents of shape {tuple(latents.shape)} given for images whose latents "
-                                    f"have shape {tuple(start.shape)}")
-            start = latents.detach().to(start)
+            if latents is None:
+                start = model.encode(rotated(target, -angles) if turn else target)
+            else:
+                shape = (len(target), model.adapter.latent_channels, target.shape[-2] // m, target.shape[-1] // m)
+                if tuple(latents.shape) != shape:
+                    raise GenprintError(f"inversion reader: latents of shape {tuple(latents.shape)} given for images whose "
+                                        f"latents have shape {shape}")
+                start = latents.to(target)
         latents = start.clone().requires_grad_(self.latent_lr > 0)
         valid = unclipped(target, self.filter_size)
         if turn:  # a turned rendering leaves the upload's corners uncovered: nothing there to compare
