@@ -21,6 +21,7 @@ from genprint.attacks import Attack, attack_suite
 from genprint.data import LatentBank, load_rgb, resolve_photos, split
 from genprint.errors import GenprintError
 from genprint.fingerprint import Decision, hamming, pack, p_value, random_fingerprints
+from genprint.inversion import MAX_ROTATION, InversionReader
 from genprint.metrics import bit_accuracy, psnr, ssim
 from genprint.model import GenprintModel
 
@@ -42,6 +43,7 @@ class EvalSettings:
     attacks: tuple[str, ...] | None = None   # None: every attack of the suites; else only these names
     reader: str = "cnn"                      # "cnn": the extractor; "inversion": genprint.inversion.InversionReader
     inversion_steps: int = 100
+    max_rotation: float = MAX_ROTATION       # the inversion reader's angle search, degrees either way (0: none)
 
 
 def centre_crop(image: torch.Tensor, size: int) -> torch.Tensor | None:
@@ -95,14 +97,13 @@ def crop_metrics(model: GenprintModel, latents: torch.Tensor, bits: torch.Tensor
 READERS = ("cnn", "inversion")
 
 
-def bit_reader(model: GenprintModel, reader: str = "cnn", inversion_steps: int = 100) -> Callable[[torch.Tensor], torch.Tensor | np.ndarray]:
+def bit_reader(model: GenprintModel, reader: str = "cnn", inversion_steps: int = 100,
+               max_rotation: float = MAX_ROTATION) -> Callable[[torch.Tensor], torch.Tensor | np.ndarray]:
     """images (B, 3, H, W) -> bit logits, by the CNN extractor or by inversion through the decoder."""
     if reader == "cnn":
         return lambda images: model.extract(images.to(model._device())).cpu()
     if reader == "inversion":
-        from genprint.inversion import InversionReader
-
-        return InversionReader(model, steps=inversion_steps).logits
+        return InversionReader(model, steps=inversion_steps, max_rotation=max_rotation).logits
     raise GenprintError(f"unknown reader {reader!r}; known: {', '.join(READERS)}")
 
 
@@ -125,7 +126,7 @@ def evaluate(model: GenprintModel, data: str | Path | None, out_dir: str | Path,
              progress: bool = True) -> dict:
     from rich.progress import track
 
-    read = bit_reader(model, settings.reader, settings.inversion_steps)
+    read = bit_reader(model, settings.reader, settings.inversion_steps, settings.max_rotation)
     attacks: list[Attack] = attack_suite(list(settings.suites))
     if settings.attacks is not None:
         unknown = set(settings.attacks) - {a.name for a in attacks}

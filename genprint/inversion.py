@@ -29,6 +29,8 @@ from genprint.model import GenprintModel
 
 # The fitted code is +-1 at the true fingerprint; this gain turns it into logits whose sigmoid reads as a confidence.
 LOGIT_GAIN = 3.0
+# Rotations searched by default, degrees either way: WOUAF's sweep goes to 30.
+MAX_ROTATION = 30.0
 
 
 class InversionReader:
@@ -37,7 +39,7 @@ class InversionReader:
     rotations searched, in degrees either way (0: none). `latent_lr` 0 holds the latents where they start."""
 
     def __init__(self, model: GenprintModel, steps: int = 100, latent_lr: float = 0.05, code_lr: float = 0.1, align: bool = True,
-                 filter_size: int = 5, max_rotation: float = 30.0):
+                 filter_size: int = 5, max_rotation: float = MAX_ROTATION):
         if steps < 1 or latent_lr < 0 or code_lr <= 0:
             raise GenprintError(f"inversion reader: steps must be >= 1, latent_lr >= 0 and code_lr > 0, got {steps}, {latent_lr}, {code_lr}")
         if filter_size < 0 or (filter_size and filter_size % 2 == 0):

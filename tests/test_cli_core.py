@@ -74,6 +74,8 @@ def test_bad_input_gives_one_clear_line(untrained_bundle_dir, images, tmp_path):
     Image.new("RGB", (40, 40)).save(tiny)
     assert "at least 64 px" in error_line(run("extract", "--model", untrained_bundle_dir, "--json", tiny, ok=False))
     assert "at least 64 px" in error_line(run("extract", "--model", untrained_bundle_dir, "--json", "--reader", "inversion", tiny, ok=False))
+    assert "max_rotation must be 0 to 180" in error_line(run("extract", "--model", untrained_bundle_dir, "--json", "--reader", "inversion",
+                                                            "--max-rotation", -5, notimg, ok=False))
     assert "unknown attacks ['jpeg_5']" in error_line(run("eval", "--model", untrained_bundle_dir, "--out", tmp_path / "e",
                                                           "--attacks", "jpeg_50,jpeg_5", ok=False))
     assert "--photos must be at least 1" in error_line(run("eval", "--model", untrained_bundle_dir, "--out", tmp_path / "e",

@@ -38,9 +38,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         from genprint.bundle import load_bundle
         from genprint.inversion import InversionReader
+        from genprint.model import default_device
 
-        model = load_bundle(args.model)
-        config, runtime = model.bundle_config, InversionReader(model, steps=args.inversion_steps)
+        model = load_bundle(args.model, default_device())
+        config, runtime = model.bundle_config, InversionReader(model, steps=args.inversion_steps, max_rotation=args.max_rotation)
     with open_registry(args) as registry:
         scope = authenticated_tenant(registry, args, required=False)
         results = attribute_images(registry, runtime, config["model_id"], args.images, tenant_scope=scope,

@@ -22,6 +22,9 @@ def add_reader_options(p) -> None:
     p.add_argument("--reader", choices=["cnn", "inversion"], default="cnn",
                    help="cnn: the extractor network; inversion: fit latent and code through the decoder (slow, forensic)")
     p.add_argument("--inversion-steps", type=int, default=100, help="fitting steps of the inversion reader")
+    p.add_argument("--max-rotation", type=float, default=30.0, metavar="DEG",
+                   help="the inversion reader searches rotations up to DEG degrees either way (0: uploads are upright; "
+                        "saves the search, about 6 s per 256 px image on 2 CPU cores)")
 
 
 def run(args) -> int:
@@ -42,7 +45,7 @@ def run(args) -> int:
     model = load_bundle(args.model, default_device())
     settings = EvalSettings(users=args.users, fpr=args.fpr, size=args.size, samples_per_photo=args.samples_per_photo,
                             photos=args.photos, holdout=args.holdout, suites=suites, reader=args.reader,
-                            inversion_steps=args.inversion_steps,
+                            inversion_steps=args.inversion_steps, max_rotation=args.max_rotation,
                             attacks=tuple(a for a in args.attacks.split(",") if a) if args.attacks else None)
     report = evaluate(model, args.data, args.out, settings)
     print_summary(report)

@@ -21,9 +21,10 @@ def run(args) -> int:
     from genprint.data import load_rgb
     from genprint.evaluation import bit_reader
     from genprint.fingerprint import to_hex
+    from genprint.model import default_device
 
-    model = load_bundle(args.model)
-    read = bit_reader(model, args.reader, args.inversion_steps)
+    model = load_bundle(args.model, default_device())
+    read = bit_reader(model, args.reader, args.inversion_steps, args.max_rotation)
     images = [load_rgb(p) for p in args.images]  # all validated before any output
     for path, image in zip(args.images, images):
         with torch.no_grad():

@@ -20,8 +20,9 @@ def run(args) -> int:
     from genprint.bundle import load_bundle
     from genprint.data import list_images, load_rgb, save_rgb
     from genprint.fingerprint import from_hex
+    from genprint.model import default_device
 
-    model = load_bundle(args.model)
+    model = load_bundle(args.model, default_device())
     bits = None if args.no_fingerprint else from_hex(args.fingerprint, model.nbits)
     paths = list_images(args.input)
     out = Path(args.output)
@@ -34,7 +35,7 @@ def run(args) -> int:
             print(f"{path.name}: {w}x{h} is not a multiple of {k}; cropped to {w // k * k}x{h // k * k} (top-left)")
             image = image[:, : h // k * k, : w // k * k]
         with torch.no_grad():
-            latents = model.encode(image[None])
+            latents = model.encode(image[None].to(model._device()))
             decoded = model.decode_reference(latents) if bits is None else model.decode(latents, bits[None])
         save_rgb(decoded[0], out / f"{path.stem}.png")
     print(f"rendered {len(paths)} images to {out}")
