@@ -37,6 +37,18 @@ def photo_batch(model, count: int, size: int) -> torch.Tensor:
     return torch.stack(crops)
 
 
+def fingerprinted(model, count: int, size: int):
+    """`count` held-out photos at `size` px, one random fingerprint each: (bits, latents, fingerprinted images, images
+    decoded by the fine-tuned decoder with the neutral code)."""
+    from genprint.fingerprint import random_fingerprints
+
+    photos = photo_batch(model, count, size)
+    bits = random_fingerprints(count, model.nbits, rng=np.random.default_rng(5))
+    with torch.no_grad():
+        latents = model.encode(photos)
+        return bits, latents, model.decode(latents, bits), model.decode(latents)
+
+
 def left_over(model, latents: torch.Tensor, marked: torch.Tensor, unmarked: torch.Tensor, blur: int, steps: int) -> list[float]:
     """Per image: the fraction of (blurred) fingerprint energy no latent change found by Adam reproduces."""
     from genprint.attacks.ops import gaussian_blur
@@ -68,7 +80,6 @@ def main() -> None:
 
     from genprint.attacks import attack_suite
     from genprint.bundle import load_bundle
-    from genprint.fingerprint import random_fingerprints
     from genprint.inversion import InversionReader
 
     started = time.perf_counter()
@@ -78,22 +89,14 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown attacks {unknown}")
 
-    photos = photo_batch(model, args.absorb_photos, args.absorb_size)
-    bits = random_fingerprints(len(photos), model.nbits, rng=np.random.default_rng(5))
-    with torch.no_grad():
-        latents = model.encode(photos)
-        marked, unmarked = model.decode(latents, bits), model.decode(latents)  # the fine-tuned decoder, neutral code
+    _, latents, marked, unmarked = fingerprinted(model, args.absorb_photos, args.absorb_size)
     absorbed = {}
     for blur in (0, 5):
         name = f"blur_k{blur}" if blur else "clean"
         absorbed[name] = left_over(model, latents, marked, unmarked, blur, args.absorb_steps)
         print(f"{name}: fingerprint energy left over after the latent fit: {np.round(absorbed[name], 3).tolist()}", flush=True)
 
-    photos = photo_batch(model, args.photos, args.size)
-    bits = random_fingerprints(len(photos), model.nbits, rng=np.random.default_rng(5))
-    with torch.no_grad():
-        latents = model.encode(photos)
-        marked, unmarked = model.decode(latents, bits), model.decode(latents)
+    bits, latents, marked, unmarked = fingerprinted(model, args.photos, args.size)
     fitted = InversionReader(model, steps=args.steps, max_rotation=0)
     held = InversionReader(model, steps=args.steps, max_rotation=0, latent_lr=0)
     reading = {}
