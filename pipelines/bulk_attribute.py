@@ -2,12 +2,14 @@
 """Attribute every image under a folder or an S3 prefix with Ray Data, writing Parquet.
 
     python -m pipelines.bulk_attribute SOURCE OUT --model BUNDLE [--registry URL] [--tenant NAME] [--batch 32] [--actors 2]
+        [--reader inversion]
 
 SOURCE: a local folder or s3://bucket/prefix (PNG, JPEG and WebP files, recursively). OUT: a local folder or
 s3://bucket/prefix that receives the Parquet files. One row per image: path, attributed, tenant, user,
 fingerprint_id, revoked, distance, p_value, runner_up_distance, model_id, error (set, and the rest empty, for a file
-that is not a usable image: one bad file never stops the job). Actors each hold one ONNX Runtime session and one
-registry matcher (serving's AttributionEngine); images are read and decoded in parallel tasks.
+that is not a usable image: one bad file never stops the job). Actors each hold one reader (an ONNX Runtime session,
+or with --reader inversion the inversion reader, on a GPU each when the cluster has them) and one registry matcher
+(serving's AttributionEngine); images are read and decoded in parallel tasks.
 """
 
 from __future__ import annotations
@@ -89,13 +91,13 @@ class Attribute:
 
 
 def bulk_attribute(source: str, out: str, model: str, registry_url: str = "", tenant: str | None = None, batch_size: int = 32,
-                   actors: int = 1, max_pixels: int | None = None) -> int:
+                   actors: int = 1, max_pixels: int | None = None, reader: str = "cnn") -> int:
     """Run the job on the current Ray cluster (or a local one); returns the number of rows written."""
     import ray
 
     from serving.settings import ServeSettings
 
-    args = {"model": model, "registry_url": registry_url} | ({"max_pixels": max_pixels} if max_pixels else {})
+    args = {"model": model, "registry_url": registry_url, "reader": reader} | ({"max_pixels": max_pixels} if max_pixels else {})
     settings = ServeSettings.load(args).model_dump()
     src, src_fs = location(source)
     dst, dst_fs = location(out)
@@ -103,8 +105,10 @@ def bulk_attribute(source: str, out: str, model: str, registry_url: str = "", te
         ds = ray.data.read_binary_files(src, include_paths=True, filesystem=src_fs, file_extensions=EXTENSIONS)
     except (FileNotFoundError, OSError, ValueError) as exc:
         raise GenprintError(f"cannot list images under {source}: {str(exc).splitlines()[0]}") from None
+    # The inversion reader decodes through the model at every step: a GPU per actor where the cluster has them.
+    gpus = 1 if reader == "inversion" and ray.cluster_resources().get("GPU") else 0
     results = ds.map_batches(Attribute, fn_constructor_kwargs={"settings": settings, "tenant": tenant}, batch_size=batch_size,
-                             concurrency=actors, batch_format="default")
+                             concurrency=actors, num_gpus=gpus, batch_format="default")
     results = results.materialize()
     results.write_parquet(dst, filesystem=dst_fs)
     return results.count()
@@ -118,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--registry", default="", help="registry URL (default: $GENPRINT_DB or ~/.genprint/registry.db)")
     parser.add_argument("--tenant", help="only this tenant's users are candidates (default: every tenant)")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--actors", type=int, default=1, help="attribution actors (each one ORT session)")
+    parser.add_argument("--actors", type=int, default=1, help="attribution actors (each one reader)")
+    parser.add_argument("--reader", choices=["cnn", "inversion"], default="cnn",
+                        help="cnn: the ONNX extractor (high rate); inversion: the forensic reader (far more bits, slow)")
     args = parser.parse_args(argv)
     import ray
 
@@ -130,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         ray_dir = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
         ray.init(_temp_dir=ray_dir, include_dashboard=False)
     try:
-        n = bulk_attribute(args.source, args.out, args.model, args.registry, args.tenant, args.batch, args.actors)
+        n = bulk_attribute(args.source, args.out, args.model, args.registry, args.tenant, args.batch, args.actors,
+                           reader=args.reader)
     except GenprintError as exc:
         print(f"bulk_attribute: error: {exc}", file=sys.stderr)
         return 2

@@ -1,5 +1,7 @@
-"""Batched attribution: the ONNX Runtime extractor (genprint.attribution) reads the bits of many images in one call
-per image size, and the registry (genprint.registry) names the nearest user within each caller's scope."""
+"""Batched attribution: a reader takes the bits of many images in one call per image size, and the registry
+(genprint.registry) names the nearest user within each caller's scope. The reader is the ONNX Runtime extractor
+(genprint.attribution; the default, for high rates) or, with `reader: inversion`, the inversion reader
+(genprint.inversion), which reads far more bits through the decoder at a decoder pass per fitting step."""
 
 from __future__ import annotations
 
@@ -25,14 +27,26 @@ def answer(a, nbits: int) -> dict:
 
 class AttributionEngine:
     def __init__(self, settings: ServeSettings, registry=None):
-        from genprint.attribution import ExtractorRuntime, bundle_onnx
-        from genprint.attribution.runtime import default_threads
         from genprint.registry import Registry
         from genprint.storage import resolve_model
 
-        onnx_path, config = bundle_onnx(resolve_model(settings.model))
-        self.model_id, self.nbits = config["model_id"], config["nbits"]
-        self.runtime = ExtractorRuntime(onnx_path, threads=default_threads())
+        bundle = resolve_model(settings.model)
+        if settings.reader == "inversion":
+            from genprint.bundle import load_bundle
+            from genprint.inversion import InversionReader
+
+            device = settings.torch_device()
+            model = load_bundle(bundle, device)
+            self.model_id, self.nbits = model.bundle_config["model_id"], model.nbits
+            self.read, self.runtime = InversionReader(model, steps=settings.inversion_steps).bits, [f"inversion ({device})"]
+        else:
+            from genprint.attribution import ExtractorRuntime, bundle_onnx
+            from genprint.attribution.runtime import default_threads
+
+            onnx_path, config = bundle_onnx(bundle)
+            self.model_id, self.nbits = config["model_id"], config["nbits"]
+            runtime = ExtractorRuntime(onnx_path, threads=default_threads())
+            self.read, self.runtime = runtime.bits, runtime.providers
         self.registry = registry or Registry(settings.registry_url or None, fpr=settings.fpr)
         self.batches = self.images = 0
         self.largest_batch = 0
@@ -44,17 +58,17 @@ class AttributionEngine:
             registered = len(self.registry.matcher(self.model_id))
         except NotFoundError:
             registered = 0  # nothing issued for this model yet
-        return {"model_id": self.model_id, "nbits": self.nbits, "runtime": self.runtime.providers, "registered": registered,
+        return {"model_id": self.model_id, "nbits": self.nbits, "runtime": self.runtime, "registered": registered,
                 "batches": self.batches, "images": self.images, "largest_batch": self.largest_batch}
 
     def bits(self, images: list[np.ndarray]) -> np.ndarray:
-        """(N, nbits) bits; images of the same size go through the extractor together (no resizing: see imageio)."""
+        """(N, nbits) bits; images of the same size are read together (no resizing: see imageio)."""
         out = np.zeros((len(images), self.nbits), np.uint8)
         by_shape: dict[tuple, list[int]] = defaultdict(list)
         for i, image in enumerate(images):
             by_shape[image.shape].append(i)
         for rows in by_shape.values():
-            out[rows] = self.runtime.bits(np.stack([images[i] for i in rows]))
+            out[rows] = self.read(np.stack([images[i] for i in rows]))
         return out
 
     def attribute(self, items: list[tuple[np.ndarray, object]]) -> list[dict]:

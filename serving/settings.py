@@ -4,7 +4,7 @@ application `args` (or `serve run serving.apps:ingress_app key=value`), which wi
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -35,6 +35,11 @@ class ServeSettings(BaseModel):
     max_request_bytes: int = Field(32 << 20, ge=1024, description="largest HTTP request body")
     max_pixels: int = Field(4096 * 4096, ge=64 * 64, description="largest image (width x height) accepted for attribution")
     max_batch_images: int = Field(64, ge=1, description="most images in one JSON attribution batch")
+    reader: Literal["cnn", "inversion"] = Field(
+        "cnn", description="how attribution reads the bits: 'cnn', the ONNX Runtime / TensorRT extractor (high rate), or "
+                           "'inversion', the forensic reader that fits each image through the decoder (far more bits, "
+                           "a decoder pass per step: give its replicas a GPU)")
+    inversion_steps: int = Field(100, ge=1, le=2000, description="the inversion reader's fitting steps per image")
     fpr: float = Field(1e-6, gt=0.0, lt=1.0, description="attribution false-positive rate")
     moderator_tenants: list[str] = Field(default_factory=list, description="tenants whose keys attribute across all tenants "
                                                                           "(environment: comma-separated)")

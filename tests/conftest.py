@@ -118,6 +118,36 @@ def untrained_bundle_dir(tmp_path_factory):
     return save_bundle(model, tmp_path_factory.mktemp("untrained") / "bundle")
 
 
+@_pytest.fixture(scope="session")
+def readable_bundle(tmp_path_factory):
+    """A 48-bit TAEF2 bundle whose randomised linear mapping the inversion reader reads on a 128 px photo crop:
+    (bundle dir, render) where render(hex) is that crop decoded with the code, render(None) with the original decoder,
+    as (3, 128, 128) float32 arrays."""
+    import torch
+
+    from genprint.bundle import save_bundle
+    from genprint.data import load_rgb, resolve_photos
+    from genprint.fingerprint import from_hex
+    from genprint.generators import load_adapter_source
+    from genprint.model import GenprintModel
+    from genprint.paths import taef2_dir
+    from test_modulation_export import randomise_mapping
+
+    if taef2_dir() is None:
+        _pytest.skip("shared TAEF2 weights not found (set GENPRINT_SHARED)")
+    model = randomise_mapping(GenprintModel.create(load_adapter_source("taef2", taef2_dir()), 48, mapping={"depth": 0}), std=0.1)
+    bundle = save_bundle(model, tmp_path_factory.mktemp("readable") / "bundle")
+    with torch.no_grad():
+        latents = model.encode(load_rgb(resolve_photos(None)[0])[None, :, :128, :128])
+
+    def render(code: str | None):
+        with torch.no_grad():
+            image = model.decode_reference(latents) if code is None else model.decode(latents, from_hex(code, 48)[None])
+        return image[0].numpy()
+
+    return bundle, render
+
+
 # --- issue 3: a real PostgreSQL 15 server for the registry ----------------------------------------------------------
 _PG_BIN = _Path("/usr/lib/postgresql/15/bin")
 

@@ -103,3 +103,24 @@ def test_unknown_source_is_a_clear_error(setup):
 
     with pytest.raises(GenprintError, match="cannot list images"):
         bulk_attribute(str(setup["root"] / "nowhere"), str(setup["root"] / "x"), setup["bundle"], setup["registry"])
+
+
+def test_the_inversion_reader_attributes_in_the_actors(setup, readable_bundle):
+    from PIL import Image
+
+    from genprint.bundle import read_config
+    from genprint.registry import Registry
+    from pipelines.bulk_attribute import bulk_attribute
+
+    bundle, render = readable_bundle
+    url = f"sqlite:///{setup['root'] / 'readable.db'}"
+    acme, _ = Registry(url).create_tenant("acme")
+    codes = dict(Registry(url).register_users(acme, read_config(bundle)["model_id"], NBITS, names=["alice", "bob"]))
+    images = setup["root"] / "readable"
+    images.mkdir()
+    for name, code in (("bob.png", codes["bob"]), ("original.png", None)):
+        Image.fromarray((render(code).transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)).save(images / name)
+    assert bulk_attribute(str(images), str(setup["root"] / "readable-out"), str(bundle), url, reader="inversion") == 2
+    rows = read_rows(str(setup["root"] / "readable-out"))
+    assert rows["bob.png"]["attributed"] and rows["bob.png"]["user"] == "bob", rows["bob.png"]
+    assert not rows["original.png"]["attributed"], rows["original.png"]

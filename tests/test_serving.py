@@ -278,3 +278,23 @@ def test_killed_replica_under_load_recovers(stack):
     assert victim not in replicas() and len(replicas()) == 1
     assert recovered == 3, "attribution did not recover after its replica was killed"
     assert set(statuses) <= {200, 503}, f"unexpected statuses under failure: {sorted(set(statuses))}"
+
+
+
+def test_the_attribution_engine_can_read_with_the_inversion_reader(tmp_path, readable_bundle):
+    """`reader: inversion` swaps the ONNX extractor for the inversion reader (no Ray around the engine here): a render
+    for one user is attributed to that user, and the original decoder's output to nobody."""
+    from genprint.bundle import read_config
+    from genprint.registry import Registry
+    from serving.attribution import AttributionEngine
+    from serving.settings import ServeSettings
+
+    bundle, render = readable_bundle
+    registry = Registry(f"sqlite:///{tmp_path / 'registry.db'}")
+    tenant, _ = registry.create_tenant("acme")
+    codes = dict(registry.register_users(tenant, read_config(bundle)["model_id"], NBITS, names=["alice", "bob"]))
+    engine = AttributionEngine(ServeSettings(model=str(bundle), reader="inversion", inversion_steps=60, device="cpu"), registry)
+    assert engine.info()["runtime"] == ["inversion (cpu)"]
+    marked, unmarked = engine.attribute([(render(codes["bob"]), None), (render(None), None)])
+    assert marked["attributed"] and marked["user"] == "bob", marked
+    assert not unmarked["attributed"], unmarked  # (the answer still names the nearest user, with its distance)

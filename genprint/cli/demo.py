@@ -21,6 +21,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--diffusion-steps", type=int, default=4)
     p.add_argument("--port", type=int, default=0, help="HTTP port (0: a free one)")
+    p.add_argument("--reader", choices=["cnn", "inversion"], default="cnn",
+                   help="attribution's reader (serving setting `reader`): inversion reads far more bits, at a decoder pass "
+                        "per step and image (wants a GPU, or a small --image-size)")
+    p.add_argument("--inversion-steps", type=int, default=100, help="the inversion reader's fitting steps per image")
     p.set_defaults(func=run)
 
 
@@ -98,7 +102,8 @@ def run(args) -> int:
     console.print(f"registry {db}: tenants {list(keys)}; users {TENANTS}")
 
     settings = ServeSettings.load({"model": str(bundle.resolve()), "registry_url": registry_url, "image_size": args.image_size,
-                                   "steps": args.diffusion_steps, "moderator_tenants": [MODERATOR]})
+                                   "steps": args.diffusion_steps, "moderator_tenants": [MODERATOR], "reader": args.reader,
+                                   "inversion_steps": args.inversion_steps})
     rows = []
     with console.status("starting local Ray Serve ..."):
         stack = LocalServe(settings, port=args.port).start()
