@@ -5,8 +5,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 
 import numpy as np
 
@@ -50,6 +51,9 @@ class AttributionEngine:
         self.registry = registry or Registry(settings.registry_url or None, fpr=settings.fpr)
         self.batches = self.images = 0
         self.largest_batch = 0
+        # Moderation streams see the same upload many times; the inversion reader spends seconds on each read.
+        self.read_cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self.read_cache_size, self.cache_hits = settings.read_cache_size, 0
 
     def info(self) -> dict:
         from genprint.registry import NotFoundError
@@ -59,17 +63,27 @@ class AttributionEngine:
         except NotFoundError:
             registered = 0  # nothing issued for this model yet
         return {"model_id": self.model_id, "nbits": self.nbits, "runtime": self.runtime, "registered": registered,
-                "batches": self.batches, "images": self.images, "largest_batch": self.largest_batch}
+                "batches": self.batches, "images": self.images, "largest_batch": self.largest_batch,
+                "read_cache": {"size": len(self.read_cache), "hits": self.cache_hits}}
 
     def bits(self, images: list[np.ndarray]) -> np.ndarray:
-        """(N, nbits) bits; images of the same size are read together (no resizing: see imageio)."""
-        out = np.zeros((len(images), self.nbits), np.uint8)
+        """(N, nbits) bits; images of the same size are read together (no resizing: see imageio), each distinct image
+        once, and images read before come from the cache. Called by one thread at a time (Serve runs one batch at a
+        time per replica; a Ray Data actor one call)."""
+        keys = [hashlib.sha256(np.ascontiguousarray(image).tobytes() + repr(image.shape).encode()).digest() for image in images]
+        found = {k: self.read_cache[k] for k in set(keys) if k in self.read_cache}
         by_shape: dict[tuple, list[int]] = defaultdict(list)
-        for i, image in enumerate(images):
-            by_shape[image.shape].append(i)
+        for i in {k: i for i, k in enumerate(keys) if k not in found}.values():
+            by_shape[images[i].shape].append(i)
         for rows in by_shape.values():
-            out[rows] = self.read(np.stack([images[i] for i in rows]))
-        return out
+            found.update(zip((keys[i] for i in rows), self.read(np.stack([images[i] for i in rows]))))
+        self.cache_hits += len(keys) - sum(map(len, by_shape.values()))  # answered without a read of their own
+        for k in keys:
+            self.read_cache[k] = found[k]
+            self.read_cache.move_to_end(k)
+        while len(self.read_cache) > self.read_cache_size:
+            self.read_cache.popitem(last=False)
+        return np.stack([found[k] for k in keys]) if keys else np.zeros((0, self.nbits), np.uint8)
 
     def attribute(self, items: list[tuple[np.ndarray, object]]) -> list[dict]:
         """items: (image (3, H, W) float32 in [0, 1], tenant scope or None for all tenants) -> one answer dict each."""

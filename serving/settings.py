@@ -40,6 +40,8 @@ class ServeSettings(BaseModel):
                            "'inversion', the forensic reader that fits each image through the decoder (far more bits, "
                            "a decoder pass per step: give its replicas a GPU)")
     inversion_steps: int = Field(100, ge=1, le=2000, description="the inversion reader's fitting steps per image")
+    read_cache_size: int = Field(4096, ge=0, description="per-replica LRU of read bits by image content: an upload reported "
+                                                         "again is matched without being read again (0: off)")
     fpr: float = Field(1e-6, gt=0.0, lt=1.0, description="attribution false-positive rate")
     moderator_tenants: list[str] = Field(default_factory=list, description="tenants whose keys attribute across all tenants "
                                                                           "(environment: comma-separated)")

@@ -295,6 +295,9 @@ def test_the_attribution_engine_can_read_with_the_inversion_reader(tmp_path, rea
     codes = dict(registry.register_users(tenant, read_config(bundle)["model_id"], NBITS, names=["alice", "bob"]))
     engine = AttributionEngine(ServeSettings(model=str(bundle), reader="inversion", inversion_steps=60, device="cpu"), registry)
     assert engine.info()["runtime"] == ["inversion (cpu)"]
-    marked, unmarked = engine.attribute([(render(codes["bob"]), None), (render(None), None)])
+    marked, unmarked, again = engine.attribute([(render(codes["bob"]), None), (render(None), None), (render(codes["bob"]), None)])
     assert marked["attributed"] and marked["user"] == "bob", marked
     assert not unmarked["attributed"], unmarked  # (the answer still names the nearest user, with its distance)
+    # The same upload again, in the batch and later, is matched from the read cache: same answer, no new read.
+    assert again == marked and engine.info()["read_cache"] == {"size": 2, "hits": 1}
+    assert engine.attribute([(render(None), None)]) == [unmarked] and engine.info()["read_cache"]["hits"] == 2
