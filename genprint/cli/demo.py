@@ -24,7 +24,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--reader", choices=["cnn", "inversion"], default="cnn",
                    help="attribution's reader (serving setting `reader`): inversion reads far more bits, at a decoder pass "
                         "per step and image (wants a GPU, or a small --image-size)")
-    p.add_argument("--inversion-steps", type=int, default=100, help="the inversion reader's fitting steps per image")
+    p.add_argument("--inversion-steps", type=int, help="the inversion reader's fitting steps per image (default: the "
+                                                          "serving setting's)")
     p.set_defaults(func=run)
 
 
