@@ -280,7 +280,6 @@ def test_killed_replica_under_load_recovers(stack):
     assert set(statuses) <= {200, 503}, f"unexpected statuses under failure: {sorted(set(statuses))}"
 
 
-
 def test_the_attribution_engine_can_read_with_the_inversion_reader(tmp_path, readable_bundle):
     """`reader: inversion` swaps the ONNX extractor for the inversion reader (no Ray around the engine here): a render
     for one user is attributed to that user, and the original decoder's output to nobody."""
