@@ -27,11 +27,12 @@ from _results import write_result
 from decode_modulation import ROOT
 
 
-def photo_batch(model, count: int, size: int) -> torch.Tensor:
+def photo_batch(holdout: float, count: int, size: int) -> torch.Tensor:
+    """Centre crops of `count` photos from the `holdout` split that training never saw."""
     from genprint.data import resolve_photos
     from genprint.evaluation import held_out_photos
 
-    crops = held_out_photos(resolve_photos(None), model.bundle_config["train"]["holdout"], size, count)
+    crops = held_out_photos(resolve_photos(None), holdout, size, count)
     if len(crops) < count:
         raise SystemExit(f"only {len(crops)} held-out photos are at least {size} px; ask for fewer")
     return torch.stack(crops)
@@ -42,7 +43,7 @@ def fingerprinted(model, count: int, size: int):
     decoded by the fine-tuned decoder with the neutral code)."""
     from genprint.fingerprint import random_fingerprints
 
-    photos = photo_batch(model, count, size)
+    photos = photo_batch(model.bundle_config["train"]["holdout"], count, size)
     bits = random_fingerprints(count, model.nbits, rng=np.random.default_rng(5))
     with torch.no_grad():
         latents = model.encode(photos)
