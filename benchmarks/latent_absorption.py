@@ -38,6 +38,11 @@ def photo_batch(holdout: float, count: int, size: int) -> torch.Tensor:
     return torch.stack(crops)
 
 
+def under(attack, images: torch.Tensor) -> torch.Tensor:
+    """`images` each through `attack` (None: as they are), image j with seed j: every reading of image j sees one draw."""
+    return images if attack is None else torch.stack([attack(x, seed=j) for j, x in enumerate(images)])
+
+
 def fingerprinted(model, count: int, size: int):
     """`count` held-out photos at `size` px, one random fingerprint each: (bits, latents, fingerprinted images, images
     decoded by the fine-tuned decoder with the neutral code)."""
@@ -102,10 +107,9 @@ def main() -> None:
     held = InversionReader(model, steps=args.steps, max_rotation=0, latent_lr=0)
     reading = {}
     for name in ["clean"] + args.attacks.split(","):
-        attacked = (lambda x, j: x) if name == "clean" else (lambda x, j: attacks[name](x, seed=j))
-        uploads = torch.stack([attacked(x, j) for j, x in enumerate(marked)])
+        uploads = under(attacks.get(name), marked)  # "clean" names no attack
         with torch.no_grad():
-            code_blind = model.encode(torch.stack([attacked(x, j) for j, x in enumerate(unmarked)]))
+            code_blind = model.encode(under(attacks.get(name), unmarked))
         reads = {"fitted_latent": fitted.logits(uploads), "generating_latent": held.logits(uploads, latents),
                  "code_blind_encoder": held.logits(uploads, code_blind)}
         reading[name] = row = {how: float(((r > 0) == bits).mean()) for how, r in reads.items()}
