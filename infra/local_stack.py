@@ -208,6 +208,12 @@ def _load_state(stack_dir: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _s3_socket(path: Path) -> list[str]:
+    """weed's flag for its S3 unix socket, kept in the stack's folder: the default, /tmp/seaweedfs-s3-<port>.sock,
+    outlives the server. A path too long for a unix socket (107 bytes) keeps the default."""
+    return [f"-s3.localSocket={path}"] if len(str(path).encode()) <= 107 else []
+
+
 def _s3_client(endpoint: str, creds: dict[str, str]):
     import boto3
 
@@ -256,6 +262,7 @@ def start(stack_dir: Path, backend: str, say=print) -> dict:
         weed = _spawn([_executable("weed"), "mini", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                        f"-dir={stack_dir / 'seaweedfs'}", f"-s3.config={s3_config}", "-webdav=false",
                        "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
+                       *_s3_socket(stack_dir / "seaweedfs" / "s3.sock"),
                        *[f"-{name}={port}" for name, port in ports.items()]], logs / "seaweedfs.log")
         state["pids"]["seaweedfs"], state["ports"]["s3"] = weed.pid, ports["s3.port"]
         _save(stack_dir, state)

@@ -62,6 +62,7 @@ def s3_server(tmp_path_factory):
     ports = dict(zip(names, _free_ports(len(names))))
     cmd = [weed, "mini", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={root / 'data'}", f"-s3.config={config}",
            "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
+           f"-s3.localSocket={root / 's3.sock'}",  # weed's default, /tmp/seaweedfs-s3-<port>.sock, outlives the server
            *[f"-{name}={port}" for name, port in ports.items()]]
     (root / "data").mkdir()
     log = open(root / "weed.log", "wb")

@@ -72,6 +72,7 @@ def test_postgres_stack_starts_serves_stops_and_keeps_data(stack_dir):
     assert started.returncode == 0, started.stderr
     env = read_env(stack_dir / "stack.env")
     assert (stack_dir / "stack.env").stat().st_mode & 0o077 == 0, "the env file holds credentials: owner-only"
+    assert (stack_dir / "seaweedfs" / "s3.sock").is_socket(), "weed's S3 socket belongs in the stack's folder, not /tmp"
     assert env["GENPRINT_REGISTRY_URL"].startswith("postgresql+psycopg://")
     assert all("127.0.0.1" in env[k] for k in ("AWS_ENDPOINT_URL_S3", "MLFLOW_TRACKING_URI", "GENPRINT_REGISTRY_URL"))
 
