@@ -25,6 +25,8 @@ EARLY_QUALITY = {"start": 10, "end": 100, "begin": 100, "finish": 400}
 STAGED_QUALITY = {"start": 0, "end": 100, "begin": 300, "finish": 700}
 K_QUALITY = {"start": 0, "end": 100, "begin": 150, "finish": 350}
 IMAGE_READER = {"extractor": {"width": 64, "depth": 1, "downsamples": 0, "highpass": True}}  # D-M: no residual plane
+DEEPER = {depth: {"extractor": {"width": 64, "depth": depth, "downsamples": depth // 4, "highpass": True, "residual": True}}
+          for depth in (2, 4)}  # X and RM2/RM4: `smoke`'s reader with more layers (depth 4 strides once)
 RUNS = {  # overrides of today's `smoke` (which is run RK300), and the steps each ran
     "D": ({**IMAGE_READER, "complementary_pairs": False, "lr": 1e-3, "quality_weight": LATE_QUALITY}, 400),
     "E": ({**IMAGE_READER, "lr": 1e-3, "quality_weight": LATE_QUALITY}, 400),
@@ -38,6 +40,10 @@ RUNS = {  # overrides of today's `smoke` (which is run RK300), and the steps eac
     "RK": ({"quality_weight": K_QUALITY}, 400),
     "RK300": ({}, 300),
     "RM": ({"decoder_lr": DECODER_TUNED, "quality_weight": STAGED_QUALITY}, 800),
+    "X2": (DEEPER[2], 300),
+    "X4": (DEEPER[4], 300),
+    "RM2": ({**DEEPER[2], "decoder_lr": DECODER_TUNED, "quality_weight": STAGED_QUALITY}, 800),
+    "RM4": ({**DEEPER[4], "decoder_lr": DECODER_TUNED, "quality_weight": STAGED_QUALITY}, 800),
 }
 
 
