@@ -95,6 +95,17 @@ def _executable(name: str) -> str:
     return found
 
 
+def weed_mini_command(weed: str, data_dir: Path, s3_config: Path, ports: dict[str, int]) -> list[str]:
+    """`weed mini` (master, volume, filer and S3 in one process) on loopback with the `WEED_PORTS` given, data and its
+    S3 unix socket in `data_dir`, and only S3 served. weed's default socket, /tmp/seaweedfs-s3-<port>.sock, outlives
+    the server; a path too long for a unix socket (107 bytes) keeps it. The local stack and the tests start this."""
+    sock = data_dir / "s3.sock"
+    return [weed, "mini", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data_dir}", f"-s3.config={s3_config}",
+            "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
+            *([f"-s3.localSocket={sock}"] if len(str(sock).encode()) <= 107 else []),
+            *[f"-{name}={port}" for name, port in ports.items()]]
+
+
 def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start a service in its own session, so `stop` can end it and every child it forks by one process group."""
     with open(log, "ab") as out:
@@ -208,12 +219,6 @@ def _load_state(stack_dir: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _s3_socket(path: Path) -> list[str]:
-    """weed's flag for its S3 unix socket, kept in the stack's folder: the default, /tmp/seaweedfs-s3-<port>.sock,
-    outlives the server. A path too long for a unix socket (107 bytes) keeps the default."""
-    return [f"-s3.localSocket={path}"] if len(str(path).encode()) <= 107 else []
-
-
 def _s3_client(endpoint: str, creds: dict[str, str]):
     import boto3
 
@@ -259,11 +264,7 @@ def start(stack_dir: Path, backend: str, say=print) -> dict:
         (stack_dir / "seaweedfs").mkdir(exist_ok=True)
         endpoint = f"http://127.0.0.1:{ports['s3.port']}"
         say(f"SeaweedFS S3 on {endpoint}")
-        weed = _spawn([_executable("weed"), "mini", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                       f"-dir={stack_dir / 'seaweedfs'}", f"-s3.config={s3_config}", "-webdav=false",
-                       "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
-                       *_s3_socket(stack_dir / "seaweedfs" / "s3.sock"),
-                       *[f"-{name}={port}" for name, port in ports.items()]], logs / "seaweedfs.log")
+        weed = _spawn(weed_mini_command(_executable("weed"), stack_dir / "seaweedfs", s3_config, ports), logs / "seaweedfs.log")
         state["pids"]["seaweedfs"], state["ports"]["s3"] = weed.pid, ports["s3.port"]
         _save(stack_dir, state)
         s3 = _s3_client(endpoint, creds)

@@ -4,7 +4,6 @@
 import json as _json
 import os as _os
 import shutil as _shutil
-import socket as _socket
 import subprocess as _subprocess
 import sys as _sys
 import time as _time
@@ -13,18 +12,7 @@ from pathlib import Path as _Path
 
 import pytest as _pytest
 
-
-def _free_ports(count: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(count):
-            s = _socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+from infra.local_stack import WEED_PORTS, free_ports, weed_mini_command
 
 
 class S3Server:
@@ -57,13 +45,8 @@ def s3_server(tmp_path_factory):
     config.write_text(_json.dumps({"identities": [{"name": "genprint", "credentials": [
         {"accessKey": S3Server.access_key, "secretKey": S3Server.secret_key}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
-    names = ["master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
-             "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc"]
-    ports = dict(zip(names, _free_ports(len(names))))
-    cmd = [weed, "mini", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={root / 'data'}", f"-s3.config={config}",
-           "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
-           f"-s3.localSocket={root / 's3.sock'}",  # weed's default, /tmp/seaweedfs-s3-<port>.sock, outlives the server
-           *[f"-{name}={port}" for name, port in ports.items()]]
+    ports = dict(zip(WEED_PORTS, free_ports(len(WEED_PORTS))))
+    cmd = weed_mini_command(weed, root / "data", config, ports)
     (root / "data").mkdir()
     log = open(root / "weed.log", "wb")
     proc = _subprocess.Popen(cmd, stdout=log, stderr=_subprocess.STDOUT, start_new_session=True)
@@ -172,7 +155,7 @@ def postgres_url(tmp_path_factory):
             _pytest.skip("running as root and no `postgres` system user to run the server as")
         _os.chown(root, pw.pw_uid, pw.pw_gid)
         as_user = ["runuser", "-u", "postgres", "--"]
-    port = _free_ports(1)[0]
+    port = free_ports(1)[0]
 
     def run(*cmd):
         out = _subprocess.run([*as_user, *cmd], capture_output=True, text=True, timeout=120)
