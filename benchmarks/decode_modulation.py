@@ -40,8 +40,10 @@ def load_model(path: str | None, nbits: int, device: str):
 
 
 def main() -> None:
+    from genprint.allocator import keep_freed_memory
     from genprint.model import default_device
 
+    keep_freed_memory()  # as every genprint process does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="bundle directory (default: an untrained TAEF2 model)")
     parser.add_argument("--batch", type=int, default=16)

@@ -31,6 +31,9 @@ def rate(fn, batch: int, seconds: float) -> float:
 
 
 def main() -> None:
+    from genprint.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as every genprint process does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="bundle directory (default: a fresh default extractor)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64])

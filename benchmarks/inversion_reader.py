@@ -33,8 +33,10 @@ def seconds(fn, repeats: int = 2, warm_up: bool = True) -> float:
 
 
 def main() -> None:
+    from genprint.allocator import keep_freed_memory
     from genprint.model import default_device
 
+    keep_freed_memory()  # as every genprint process does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="bundle directory (default: an untrained TAEF2 model)")
     parser.add_argument("--size", type=int, default=256)

@@ -18,6 +18,9 @@ from _results import write_result
 
 
 def main() -> None:
+    from genprint.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as every genprint process does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1_000_000)
     parser.add_argument("--nbits", type=int, default=64)

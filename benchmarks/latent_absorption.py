@@ -72,6 +72,9 @@ def left_over(model, latents: torch.Tensor, marked: torch.Tensor, unmarked: torc
 
 
 def main() -> None:
+    from genprint.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as every genprint process does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="a trained bundle directory")
     parser.add_argument("--photos", type=int, default=4, help="held-out photos read under each attack")

@@ -31,6 +31,9 @@ def timed(fn, repeats: int) -> list[float]:
 
 
 def main() -> None:
+    from genprint.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as every genprint process does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 1_000_000, 10_000_000])
     parser.add_argument("--nbits", type=int, default=64)

@@ -55,6 +55,9 @@ def calibrated(model, latents: torch.Tensor, reference: torch.Tensor, bits: np.n
 
 
 def main() -> None:
+    from genprint.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as every genprint process does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sites", default="all,1/8,1/4,1/2,1/1", help=f"comma separated: all, {', '.join(SITES)}")
     parser.add_argument("--psnr", type=float, default=33.0, help="fingerprinted vs original output, dB (target: >= 32)")

@@ -12,7 +12,7 @@ A rotated upload is read through the rotation: the reader finds the angle (`find
 image and turns each rendering by that angle before comparing, so the upload itself is never resampled twice (on four
 photos at 256 px with the angle given, rotations of 10 and 30 degrees read 0.95 and 0.94; de-rotating the upload
 instead read 0.85 and 0.87).
-It costs `steps` decoder forward and backward passes per image (about 0.75 s per step for a 256 px image on
+It costs `steps` decoder forward and backward passes per image (about 0.25 s per step for a 256 px image on
 2 CPU cores), so it is the forensic reader; the CNN (ONNX Runtime / TensorRT) serves high-rate attribution.
 README, "Results", has what it reads under each attack.
 """

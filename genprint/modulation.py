@@ -65,17 +65,16 @@ class Modulator:
     """Form (a): per-sample input-channel scaling of named convs through forward pre-hooks.
 
     Outside `active(scales)` the hooks do nothing, so the same decoder also decodes unmodulated. One decode at a
-    time per Modulator (the scales and the inference buffers are its state).
+    time per Modulator (the scales are its state). Each scaled input is a fresh tensor, as cheap as a kept buffer once
+    the process keeps freed memory (`genprint.allocator`; README, "Memory allocation").
     """
 
-    def __init__(self, decoder: nn.Module, conv_names: list[str], buffer_limit_bytes: int = 1 << 30):
+    def __init__(self, decoder: nn.Module, conv_names: list[str]):
         self.decoder = decoder
-        self.buffer_limit_bytes = buffer_limit_bytes
         self.conv_names = list(conv_names)
         modules = dict(decoder.named_modules())
         self.convs = [modules[n] for n in self.conv_names]
         self._scales: list[torch.Tensor] | None = None
-        self._buffers: dict[tuple, torch.Tensor] = {}
         self._handles = [conv.register_forward_pre_hook(self._hook(i)) for i, conv in enumerate(self.convs)]
 
     @property
@@ -90,17 +89,7 @@ class Modulator:
             x = args[0]
             if s.shape[0] != x.shape[0]:
                 raise GenprintError(f"{s.shape[0]} fingerprints for a batch of {x.shape[0]} latents")
-            s = s.to(x.dtype)[:, :, None, None]
-            if torch.is_grad_enabled():  # autograd may save the conv's input, so it must be a tensor of its own
-                return (x * s,) + tuple(args[1:])
-            # Inference: the scaled input is consumed by this conv before the next hook runs, so convs with inputs of
-            # one shape share a buffer, kept across decodes up to buffer_limit_bytes. Fresh allocations are what
-            # per-sample modulation costs on CPU: +12.8 % over the original decoder, against +2.5 % with kept buffers.
-            key = (x.shape, x.dtype, x.device, torch.is_inference_mode_enabled())
-            buffer = self._buffers.get(key)
-            if buffer is None:
-                buffer = self._buffers[key] = torch.empty_like(x, memory_format=torch.contiguous_format)
-            return (torch.mul(x, s, out=buffer),) + tuple(args[1:])
+            return (x * s.to(x.dtype)[:, :, None, None],) + tuple(args[1:])
         return scale_input
 
     @contextmanager
@@ -112,8 +101,6 @@ class Modulator:
             yield
         finally:
             self._scales = None
-            if sum(b.numel() * b.element_size() for b in self._buffers.values()) > self.buffer_limit_bytes:
-                self._buffers.clear()
 
     def remove(self) -> None:
         for h in self._handles:

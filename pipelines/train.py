@@ -77,9 +77,11 @@ def train_loop(loop: dict) -> None:
     import ray.train
     import ray.train.torch
 
+    from genprint.allocator import keep_freed_memory
     from genprint.config import TrainConfig
     from genprint.training import Trainer
 
+    keep_freed_memory()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     config = TrainConfig(**loop["config"])
@@ -298,9 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from genprint.allocator import keep_freed_memory
     from genprint.config import load_config
     from pipelines.tracking import genprint_home
 
+    keep_freed_memory()  # the driver decodes and reads too (--eval)
     args = build_parser().parse_args(argv)
     overrides = {k: v for k, v in {"steps": args.steps, "checkpoint_every": args.checkpoint_every}.items() if v}
     config = load_config(args.config, overrides)

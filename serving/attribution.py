@@ -28,9 +28,11 @@ def answer(a, nbits: int) -> dict:
 
 class AttributionEngine:
     def __init__(self, settings: ServeSettings, registry=None):
+        from genprint.allocator import keep_freed_memory
         from genprint.registry import Registry
         from genprint.storage import resolve_model
 
+        keep_freed_memory()
         bundle = resolve_model(settings.model)
         if settings.reader == "inversion":
             from genprint.bundle import load_bundle

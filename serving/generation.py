@@ -47,11 +47,13 @@ def to_png(image: torch.Tensor) -> bytes:
 
 class GenerationEngine:
     def __init__(self, settings: ServeSettings):
+        from genprint.allocator import keep_freed_memory
         from genprint.bundle import load_bundle
         from genprint.storage import resolve_model
         from serving.pipeline_source import load_pipeline
         from serving.scale_cache import ScaleCache
 
+        keep_freed_memory()
         self.settings = settings
         self.device = settings.torch_device()
         self.model = load_bundle(resolve_model(settings.model), self.device)

@@ -1,4 +1,8 @@
+"""Shared fixtures: real SeaweedFS S3 and PostgreSQL servers, small bundles."""
 
+from genprint.allocator import keep_freed_memory
+
+keep_freed_memory()  # the tests run torch as every genprint process does
 
 # --- issue 4: a real S3 server (SeaweedFS `weed mini`) -------------------------------------------------------------
 import json as _json

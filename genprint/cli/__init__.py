@@ -8,6 +8,7 @@ import importlib
 import logging
 import sys
 
+from genprint.allocator import keep_freed_memory
 from genprint.errors import GenprintError
 
 # Subcommand modules, in the order `--help` lists them.
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    keep_freed_memory()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
