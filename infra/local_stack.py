@@ -87,7 +87,8 @@ def _write_private(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-def _executable(name: str) -> str:
+def executable(name: str) -> str:
+    """The installed `name` beside this Python (the venv) or on PATH."""
     beside = Path(sys.executable).with_name(name)
     found = str(beside) if beside.exists() else shutil.which(name)
     if not found:
@@ -264,7 +265,7 @@ def start(stack_dir: Path, backend: str, say=print) -> dict:
         (stack_dir / "seaweedfs").mkdir(exist_ok=True)
         endpoint = f"http://127.0.0.1:{ports['s3.port']}"
         say(f"SeaweedFS S3 on {endpoint}")
-        weed = _spawn(weed_mini_command(_executable("weed"), stack_dir / "seaweedfs", s3_config, ports), logs / "seaweedfs.log")
+        weed = _spawn(weed_mini_command(executable("weed"), stack_dir / "seaweedfs", s3_config, ports), logs / "seaweedfs.log")
         state["pids"]["seaweedfs"], state["ports"]["s3"] = weed.pid, ports["s3.port"]
         _save(stack_dir, state)
         s3 = _s3_client(endpoint, creds)

