@@ -65,8 +65,7 @@ class Modulator:
     """Form (a): per-sample input-channel scaling of named convs through forward pre-hooks.
 
     Outside `active(scales)` the hooks do nothing, so the same decoder also decodes unmodulated. One decode at a
-    time per Modulator (the scales are its state). Each scaled input is a fresh tensor, as cheap as a kept buffer once
-    the process keeps freed memory (`genprint.allocator`; README, "Memory allocation").
+    time per Modulator (the scales are its state).
     """
 
     def __init__(self, decoder: nn.Module, conv_names: list[str]):
@@ -74,6 +73,9 @@ class Modulator:
         self.conv_names = list(conv_names)
         modules = dict(decoder.named_modules())
         self.convs = [modules[n] for n in self.conv_names]
+        # Without grad, an input that only its conv reads is scaled in place: half the cost of writing a new tensor,
+        # and most of what per-sample modulation costs (README, "Serving").
+        self._own_input = [_reads_fresh_activation(modules, n) for n in self.conv_names]
         self._scales: list[torch.Tensor] | None = None
         self._handles = [conv.register_forward_pre_hook(self._hook(i)) for i, conv in enumerate(self.convs)]
 
@@ -89,7 +91,10 @@ class Modulator:
             x = args[0]
             if s.shape[0] != x.shape[0]:
                 raise GenprintError(f"{s.shape[0]} fingerprints for a batch of {x.shape[0]} latents")
-            return (x * s.to(x.dtype)[:, :, None, None],) + tuple(args[1:])
+            s = s.to(x.dtype)[:, :, None, None]
+            if self._own_input[index] and not torch.is_grad_enabled():  # with grad, autograd may have saved x
+                return (x.mul_(s),) + tuple(args[1:])
+            return (x * s,) + tuple(args[1:])
         return scale_input
 
     @contextmanager
@@ -105,6 +110,21 @@ class Modulator:
     def remove(self) -> None:
         for h in self._handles:
             h.remove()
+
+
+# Activations that return a new tensor unless built with inplace=True.
+FRESH_ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ReLU6, nn.ELU, nn.SiLU, nn.GELU, nn.Mish)
+
+
+def _reads_fresh_activation(modules: dict[str, nn.Module], name: str) -> bool:
+    """Whether conv `name` follows an activation inside an nn.Sequential, so that its input is a tensor made for it
+    alone (TAE blocks: the second and third convs). A residual block's first conv shares its input with the skip."""
+    parent, _, index = name.rpartition(".")
+    container = modules.get(parent)
+    if not isinstance(container, nn.Sequential) or not index.isdigit() or int(index) == 0:
+        return False
+    before = container[int(index) - 1]
+    return isinstance(before, FRESH_ACTIVATIONS) and not getattr(before, "inplace", False)
 
 
 def bake(decoder: nn.Module, conv_names: list[str], scales: list[torch.Tensor]) -> nn.Module:

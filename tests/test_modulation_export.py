@@ -64,6 +64,23 @@ def test_per_sample_and_baked_forms_agree(make):
         assert (model.decode(latents) - batched).abs().max() > 1e-3
 
 
+def test_in_place_scaling_gives_the_autograd_path_s_images():
+    """Without grad, an input that only its conv reads (after a ReLU inside a block) is scaled in place; a block's
+    first conv shares its input with the skip and is not. Every batch and user decodes exactly as with grad."""
+    model = taef2_model()
+    own = dict(zip(model.modulator.conv_names, model.modulator._own_input))
+    assert own["3.conv.2"] and own["3.conv.4"] and not own["3.conv.0"]
+    for i, (batch, side) in enumerate([(3, 4), (2, 6)]):
+        latents = torch.randn(batch, 32, side, side, generator=torch.Generator().manual_seed(i))
+        bits = random_fingerprints(batch, 48, rng=np.random.default_rng(i))
+        with torch.inference_mode():
+            fast = model.decode(latents, bits)
+        with torch.no_grad():
+            also_fast = model.decode(latents, bits)
+        reference = model.decode(latents, bits).detach()  # grad enabled: a new tensor per conv
+        assert torch.equal(fast, reference) and torch.equal(also_fast, reference)
+
+
 def test_modulation_does_not_touch_the_decoder_weights():
     model = taef2_model()
     before = {k: v.clone() for k, v in model.decoder.state_dict().items()}
