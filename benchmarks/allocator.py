@@ -21,23 +21,18 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 
 import torch
 from _results import write_result
 from decode_modulation import ROOT, load_model
+from matching import timed
 
 MODES = {"glibc_default": False, "keep_freed_memory": True}
 
 
 def median_seconds(fn, repeats: int) -> float:
     fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(timed(fn, repeats))
 
 
 def child(keep: bool, repeats: int, train_steps: int) -> dict:
@@ -58,10 +53,7 @@ def child(keep: bool, repeats: int, train_steps: int) -> dict:
         per_step[f"batch_{batch}"] = median_seconds(lambda: reader.logits(images), max(1, repeats // 2)) / (5 * batch)
     trainer = Trainer(load_config("smoke", {"steps": train_steps + 2}), device="cpu")
     trainer.train_step(), trainer.train_step()  # warm-up
-    start = time.perf_counter()
-    for _ in range(train_steps):
-        trainer.train_step()
-    train = (time.perf_counter() - start) / train_steps
+    train = statistics.mean(timed(trainer.train_step, train_steps))
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {"applied": applied, "decode_batch16_128px_s": decode, "reader_step_256px_s_per_image": per_step,
             "train_step_smoke_s": train, "peak_rss_mib": usage.ru_maxrss / 1024, "kernel_cpu_s": usage.ru_stime,
