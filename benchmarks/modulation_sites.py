@@ -4,7 +4,7 @@
     python benchmarks/modulation_sites.py [--sites all,1/8,1/4,1/2,1/1] [--psnr 33] [--attacks noise_0.1,blur_k5,jpeg_50]
 
 The inversion reader reads a code through the decoder itself, so it needs no trained mapping: any mapping whose code
-changes the image will do. What it cannot read is the part of the code that a change of latent also makes (README,
+changes the image will do. What it cannot read is the part of the code that a change of latent also makes (docs/research.md,
 "Why blur, noise and JPEG fall short"), and that depends on where the code acts. For each site (the residual blocks'
 3x3 convs at one resolution, relative to the output's, or all 30), this gives a random linear mapping (depth 0, the
 same seed at every site) whose strength is set by bisection so that the fingerprinted decoder's output sits at

@@ -50,7 +50,7 @@ class TrainConfig:
     steps: int = 1000
     batch_size: int = 16
     crop: int = 64
-    complementary_pairs: bool = False          # each latent crop decoded with a code and its complement (README, Training)
+    complementary_pairs: bool = False          # each latent crop decoded with a code and its complement (docs/research.md, Training)
     holdout: float = 0.2                       # fraction of photos kept for evaluation (stable by file name)
     generator: dict = field(default_factory=lambda: {"family": "taef2", "source": None})
     modulate: list[str] | None = None          # glob patterns over decoder conv names; None: the family's default

@@ -13,7 +13,7 @@ from genprint.errors import GenprintError
 MIN_SIZE = 64
 
 # First and second differences and a Laplacian: the fixed front end steganalysis nets use to read signals far
-# weaker than the content (README, "Training: what was measured").
+# weaker than the content (docs/research.md, "Training: what was measured").
 HIGH_PASS = torch.tensor([[[0, 0, 0], [0, 1, -1], [0, 0, 0]], [[0, 0, 0], [0, 1, 0], [0, -1, 0]],
                           [[0, -1, 0], [-1, 4, -1], [0, -1, 0]], [[-1, 2, -1], [2, -4, 2], [-1, 2, -1]],
                           [[1, -2, 1], [0, 0, 0], [0, 0, 0]]], dtype=torch.float32)
@@ -43,7 +43,7 @@ class Extractor(nn.Module):
     channel and is divided by its own contrast, striding starts only after two full-resolution layers, and
     pooling keeps each channel's log standard deviation (log-energy) as well as its mean. With `residual` (high-pass
     only), the net also reads the image minus its re-rendering by the original autoencoder (`attach_reference`):
-    most of the content cancels there and much of the fingerprint does not. README, "Training: what was measured",
+    most of the content cancels there and much of the fingerprint does not. docs/research.md, "Training: what was measured",
     has the numbers behind each choice.
     """
 

@@ -7,7 +7,7 @@ uses the decoder itself as the model of that texture, so it needs no training be
 An upload is rarely the image as generated: brightness, contrast, colour, sharpening and JPEG are edits that act
 (nearly) as one linear filter on the whole image. So the rendering passes through the k x k colour filter that best
 maps it onto the upload, solved in closed form at every step, and pixels an edit clipped (or erased) are left out.
-On the same four photos that lifted brightness x1.5 from 0.87 to 1.00 bit accuracy (README, "Fourth round").
+On the same four photos that lifted brightness x1.5 from 0.87 to 1.00 bit accuracy (docs/research.md, "Fourth round").
 A rotated upload is read through the rotation: the reader finds the angle (`find_rotation`), starts from the de-rotated
 image and turns each rendering by that angle before comparing, so the upload itself is never resampled twice (on four
 photos at 256 px with the angle given, rotations of 10 and 30 degrees read 0.95 and 0.94; de-rotating the upload

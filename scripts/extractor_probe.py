@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Probe: can an extractor learn to read a FIXED random modulation? (README, "Training: what was measured").
+"""Probe: can an extractor learn to read a FIXED random modulation? (docs/research.md, "Training: what was measured").
 
     .venv/bin/python scripts/extractor_probe.py [STRENGTH=0.05] [all|CONV,CONV...] [oracle,hpf,plain]
 
 Decodes 4,096 training and 512 held-out latent crops (held-out photos) with a random linear mapping of the given
 strength, then trains three readers on them: genprint's Extractor on the exact residual (image - original), on the
 image behind its fixed high-pass front end (`highpass: true`, steganalysis-style), and on the plain image.
-Prints held-out bit accuracy. The README's probe rows ran before the high-pass reader divided each image by its
+Prints held-out bit accuracy. The probe rows of docs/research.md ran before the high-pass reader divided each image by its
 own contrast and pooled log-energies; today's reader is what this script trains.
 """
 import sys

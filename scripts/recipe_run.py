@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Short training runs behind the README's second table ("Training: what was measured").
+"""Short training runs behind the second table of docs/research.md ("Training: what was measured").
 
     .venv/bin/python scripts/recipe_run.py RUN [STEPS]          # a named run below, e.g. M
     .venv/bin/python scripts/recipe_run.py NAME '{"lr": 0.01}' STEPS   # any overrides of the `smoke` config
