@@ -12,24 +12,19 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 from pathlib import Path
 
 import torch
 from _results import write_result
 from decode_modulation import ROOT, load_model
+from matching import timed
 
 
 def seconds(fn, repeats: int = 2, warm_up: bool = True) -> float:
     """Best of `repeats`: the least disturbed by other load."""
     if warm_up:
         fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+    return min(timed(fn, repeats))
 
 
 def main() -> None:
