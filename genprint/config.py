@@ -56,7 +56,7 @@ class TrainConfig:
     modulate: list[str] | None = None          # glob patterns over decoder conv names; None: the family's default
     mapping: dict = field(default_factory=lambda: {"hidden": 256, "depth": 2, "scale_range": 0.3})
     extractor: dict = field(default_factory=lambda: {"width": 64, "depth": 6, "downsamples": 3})
-    lr: float = 1e-3                           # mapping network and extractor
+    lr: Ramp = field(default_factory=lambda: Ramp(1e-3, 1e-3))   # mapping network and extractor
     decoder_lr: Ramp = field(default_factory=Ramp)   # 0 keeps the decoder frozen
     weight_decay: float = 0.0
     grad_clip: float = 1.0
@@ -71,7 +71,7 @@ class TrainConfig:
 
     def __post_init__(self):
         check_nbits(self.nbits)
-        for ramp in ("decoder_lr", "bit_weight", "quality_weight", "attack_strength"):
+        for ramp in ("lr", "decoder_lr", "bit_weight", "quality_weight", "attack_strength"):
             setattr(self, ramp, Ramp.parse(getattr(self, ramp), ramp) if not isinstance(getattr(self, ramp), Ramp) else getattr(self, ramp))
         if self.steps < 1 or self.batch_size < 1:
             raise GenprintError("steps and batch_size must be positive")

@@ -63,7 +63,7 @@ class Trainer:
         self.bits_gen = torch.Generator().manual_seed(seed + 7)
         self.attacks = TrainAttacks(config.attacks, seed=seed)
         self.model.decoder.requires_grad_(config.train_decoder)
-        groups = [{"params": list(self.model.mapping.parameters()) + list(self.model.extractor.parameters()), "lr": config.lr, "name": "fingerprint"}]
+        groups = [{"params": list(self.model.mapping.parameters()) + list(self.model.extractor.parameters()), "lr": config.lr.at(0), "name": "fingerprint"}]
         if config.train_decoder:
             groups.append({"params": list(self.model.decoder.parameters()), "lr": 0.0, "name": "decoder"})
         self.optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
@@ -75,8 +75,7 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         cfg, step = self.config, self.step
         for group in self.optimizer.param_groups:
-            if group["name"] == "decoder":
-                group["lr"] = cfg.decoder_lr.at(step)
+            group["lr"] = (cfg.decoder_lr if group["name"] == "decoder" else cfg.lr).at(step)
         self.model.train()
         self.model.reference.eval()
         n = cfg.batch_size // 2 if cfg.complementary_pairs else cfg.batch_size

@@ -58,6 +58,21 @@ def test_decoder_is_frozen_unless_its_learning_rate_is_set(photos):
     assert any(not torch.equal(before[k], v) for k, v in trainer.model.decoder.state_dict().items())
 
 
+def test_learning_rates_follow_their_schedules(photos):
+    """`lr` is a schedule like `decoder_lr` (a cool-down at the end of a run); one held at 0 moves nothing."""
+    cfg = load_config("tiny", {"holdout": 0.0, "lr": {"start": 1e-2, "end": 0.0, "begin": 0, "finish": 2},
+                               "decoder_lr": {"start": 0.0, "end": 1e-4, "begin": 0, "finish": 2}})
+    trainer = Trainer(cfg, photos=photos)
+    seen = []
+    for _ in range(3):
+        fingerprint = torch.cat([p.detach().flatten() for p in trainer.model.mapping.parameters()])
+        trainer.train_step()
+        groups = {g["name"]: g["lr"] for g in trainer.optimizer.param_groups}
+        moved = not torch.equal(fingerprint, torch.cat([p.detach().flatten() for p in trainer.model.mapping.parameters()]))
+        seen.append((groups["fingerprint"], groups["decoder"], moved))
+    assert seen == [(pytest.approx(1e-2), 0.0, True), (pytest.approx(5e-3), pytest.approx(5e-5), True), (0.0, pytest.approx(1e-4), False)]
+
+
 def test_quality_loss_pulls_the_decoder_back_to_the_original(photos):
     """With only the quality term, fingerprinted output converges to the original decoder's."""
     cfg = load_config("tiny", {"holdout": 0.0, "bit_weight": 0.0, "quality_weight": 100.0, "lr": 1e-2})
