@@ -13,6 +13,7 @@ from genprint.errors import GenprintError
 from genprint.fingerprint import check_nbits
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+SCHEDULES = ("lr", "decoder_lr", "bit_weight", "quality_weight", "attack_strength")
 
 
 @dataclass
@@ -30,16 +31,54 @@ class Ramp:
         t = min(1.0, max(0.0, (step - self.begin) / (self.finish - self.begin)))
         return self.start + (self.end - self.start) * t
 
+
+@dataclass
+class Schedule:
+    """A value over training steps: ramps one after another, each taking over at its `begin`.
+
+    In YAML: a number (constant), one ramp `{start, end, begin, finish}`, or a list of ramps in step order
+    (a run that ramps its quality weight in, holds it, then lowers it while the learning rate cools)."""
+
+    ramps: list[Ramp]
+
+    def at(self, step: int) -> float:
+        current = self.ramps[0]
+        for ramp in self.ramps[1:]:
+            if step >= ramp.begin:
+                current = ramp
+        return current.at(step)
+
+    def peak(self) -> float:
+        return max(max(r.start, r.end) for r in self.ramps)
+
+    def to_config(self) -> dict | list[dict]:
+        """The YAML form, which parse() reads back."""
+        ramps = [dataclasses.asdict(r) for r in self.ramps]
+        return ramps[0] if len(ramps) == 1 else ramps
+
     @classmethod
-    def parse(cls, value, name: str) -> "Ramp":
-        if isinstance(value, (int, float)):
-            return cls(float(value), float(value))
-        if isinstance(value, dict):
-            try:
-                return cls(**value)
-            except TypeError as exc:
-                raise GenprintError(f"{name}: {exc}; a schedule takes start, end, begin, finish") from None
-        raise GenprintError(f"{name} must be a number or a schedule {{start, end, begin, finish}}, got {value!r}")
+    def constant(cls, value: float) -> "Schedule":
+        return cls([Ramp(value, value)])
+
+    @classmethod
+    def parse(cls, value, name: str) -> "Schedule":
+        if isinstance(value, Schedule):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return cls.constant(float(value))
+        shape = f"{name} must be a number, a ramp {{start, end, begin, finish}} or a list of ramps"
+        items = value if isinstance(value, list) else [value]
+        if not items or not all(isinstance(item, dict) for item in items):
+            raise GenprintError(f"{shape}, got {value!r}")
+        try:
+            ramps = [Ramp(**item) for item in items]
+        except TypeError as exc:
+            raise GenprintError(f"{name}: {exc}; a ramp takes start, end, begin, finish") from None
+        for before, after in zip(ramps, ramps[1:]):
+            if after.begin < max(before.begin, before.finish):
+                raise GenprintError(f"{name}: ramps must follow one another in step order; one beginning at step "
+                                    f"{after.begin} overlaps the one before it (steps {before.begin}-{before.finish})")
+        return cls(ramps)
 
 
 @dataclass
@@ -56,23 +95,23 @@ class TrainConfig:
     modulate: list[str] | None = None          # glob patterns over decoder conv names; None: the family's default
     mapping: dict = field(default_factory=lambda: {"hidden": 256, "depth": 2, "scale_range": 0.3})
     extractor: dict = field(default_factory=lambda: {"width": 64, "depth": 6, "downsamples": 3})
-    lr: Ramp = field(default_factory=lambda: Ramp(1e-3, 1e-3))   # mapping network and extractor
-    decoder_lr: Ramp = field(default_factory=Ramp)   # 0 keeps the decoder frozen
+    lr: Schedule = field(default_factory=lambda: Schedule.constant(1e-3))   # mapping network and extractor
+    decoder_lr: Schedule = field(default_factory=lambda: Schedule.constant(0.0))   # 0 keeps the decoder frozen
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    bit_weight: Ramp = field(default_factory=lambda: Ramp(1.0, 1.0))
-    quality_weight: Ramp = field(default_factory=Ramp)   # on MSE + ssim_weight * (1 - SSIM)
+    bit_weight: Schedule = field(default_factory=lambda: Schedule.constant(1.0))
+    quality_weight: Schedule = field(default_factory=lambda: Schedule.constant(0.0))   # on MSE + ssim_weight * (1 - SSIM)
     ssim_weight: float = 0.1
     attacks: dict = field(default_factory=dict)      # {name: {p: prob, <range>: [lo, hi]}}
-    attack_strength: Ramp = field(default_factory=lambda: Ramp(1.0, 1.0))
+    attack_strength: Schedule = field(default_factory=lambda: Schedule.constant(1.0))
     checkpoint_every: int = 200
     log_every: int = 10
     threads: int | None = None
 
     def __post_init__(self):
         check_nbits(self.nbits)
-        for ramp in ("lr", "decoder_lr", "bit_weight", "quality_weight", "attack_strength"):
-            setattr(self, ramp, Ramp.parse(getattr(self, ramp), ramp) if not isinstance(getattr(self, ramp), Ramp) else getattr(self, ramp))
+        for name in SCHEDULES:
+            setattr(self, name, Schedule.parse(getattr(self, name), name))
         if self.steps < 1 or self.batch_size < 1:
             raise GenprintError("steps and batch_size must be positive")
         if self.complementary_pairs and self.batch_size % 2:
@@ -84,10 +123,11 @@ class TrainConfig:
 
     @property
     def train_decoder(self) -> bool:
-        return max(self.decoder_lr.start, self.decoder_lr.end) > 0
+        return self.decoder_lr.peak() > 0
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain values, schedules in their YAML form: TrainConfig(**to_dict()) rebuilds the config."""
+        return {**dataclasses.asdict(self), **{name: getattr(self, name).to_config() for name in SCHEDULES}}
 
 
 def load_config(name_or_path: str | Path, overrides: dict | None = None) -> TrainConfig:

@@ -221,8 +221,8 @@ def plot_attacks(report: dict, path: Path) -> None:
     ax.set_ylim(0, 1.02)
     q = report["quality"]
     ax.set_title(f"{report['nbits']}-bit fingerprints, {report['decision']['users']} users, FPR {report['decision']['fpr_per_query']:g} "
-                 f"| PSNR {q['psnr_db']:.1f} dB, SSIM {q['ssim']:.3f}")
-    ax.legend(loc="lower left", fontsize=8)
+                 f"| PSNR {q['psnr_db']:.1f} dB, SSIM {q['ssim']:.3f}", loc="left")
+    ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2, fontsize=8, frameon=False)  # above the bars: none hidden
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -9,7 +9,7 @@ import torch
 from genprint.attacks import TrainAttacks
 from genprint.attacks.ops import jpeg_approx
 from genprint.attacks.suite import attack_suite, from_pil, jpeg
-from genprint.config import Ramp, load_config
+from genprint.config import Ramp, Schedule, TrainConfig, load_config
 from genprint.errors import GenprintError
 from genprint.extractor import Extractor
 from genprint.training import Trainer
@@ -128,6 +128,26 @@ def test_ramps():
     r = Ramp(0.0, 10.0, 100, 200)
     assert [r.at(s) for s in (0, 100, 150, 200, 999)] == [0.0, 0.0, 5.0, 10.0, 10.0]
     assert Ramp(3.0, 3.0).at(5) == 3.0
+
+
+def test_schedules_chain_ramps_and_survive_a_round_trip():
+    """In, hold, down: a quality weight ramped in, then lowered at the end of a run."""
+    ramps = [{"start": 0.0, "end": 100.0, "begin": 100, "finish": 200}, {"start": 100.0, "end": 20.0, "begin": 500, "finish": 600}]
+    cfg = load_config("tiny", {"quality_weight": ramps, "lr": 0.01})
+    steps = (0, 150, 300, 500, 550, 600, 10_000)
+    assert [cfg.quality_weight.at(s) for s in steps] == [0.0, 50.0, 100.0, 100.0, 60.0, 20.0, 20.0]
+    assert cfg.quality_weight.peak() == 100.0 and cfg.lr.at(123) == 0.01
+    again = TrainConfig(**cfg.to_dict())   # how Ray Train's workers and bundles carry the config
+    assert again.to_dict() == cfg.to_dict() and again.to_dict()["quality_weight"] == ramps
+    assert again.quality_weight.at(550) == 60.0
+    assert Schedule.parse({"start": 1, "end": 2, "begin": 3, "finish": 4}, "x").to_config() == {"start": 1, "end": 2, "begin": 3, "finish": 4}
+    with pytest.raises(GenprintError, match="step order"):
+        load_config("tiny", {"quality_weight": list(reversed(ramps))})
+    with pytest.raises(GenprintError, match="a ramp takes start, end, begin, finish"):
+        load_config("tiny", {"lr": [{"start": 1, "stop": 2}]})
+    for bad in ([], "fast", True, [3.0]):
+        with pytest.raises(GenprintError, match="must be a number, a ramp"):
+            load_config("tiny", {"decoder_lr": bad})
 
 
 def test_training_attacks_keep_shape_and_gradients():
