@@ -26,10 +26,11 @@ class Ramp:
     finish: int = 0
 
     def at(self, step: int) -> float:
-        if self.finish <= self.begin:
-            return self.end if step >= self.begin else self.start
-        t = min(1.0, max(0.0, (step - self.begin) / (self.finish - self.begin)))
-        return self.start + (self.end - self.start) * t
+        if step >= max(self.begin, self.finish):
+            return self.end  # exactly: a finished ramp is at its end value, not within rounding of it
+        if step <= self.begin:
+            return self.start
+        return self.start + (self.end - self.start) * ((step - self.begin) / (self.finish - self.begin))
 
 
 @dataclass
@@ -124,6 +125,11 @@ class TrainConfig:
     @property
     def train_decoder(self) -> bool:
         return self.decoder_lr.peak() > 0
+
+    def cut_short(self, steps: int) -> list[str]:
+        """Schedules that have not reached their final value by `steps` (a run stopped before its later stages)."""
+        return [f"{name} ({schedule.at(steps):g} of {schedule.ramps[-1].end:g})" for name in SCHEDULES
+                if (schedule := getattr(self, name)).at(steps) != schedule.ramps[-1].end]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, schedules in their YAML form: TrainConfig(**to_dict()) rebuilds the config."""

@@ -111,6 +111,8 @@ class Trainer:
 
         progress = progress and Console(stderr=True).is_terminal  # in logs and CI: one line per window instead
         total = steps or self.config.steps
+        if cut := self.config.cut_short(total):
+            log.warning("the run stops at step %d, before these schedules reach their final values: %s", total, ", ".join(cut))
         ckpt = Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None
         if ckpt and ckpt.exists():
             self.load_state_dict(torch.load(ckpt, map_location=self.device, weights_only=True))

@@ -140,6 +140,8 @@ def test_schedules_chain_ramps_and_survive_a_round_trip():
     again = TrainConfig(**cfg.to_dict())   # how Ray Train's workers and bundles carry the config
     assert again.to_dict() == cfg.to_dict() and again.to_dict()["quality_weight"] == ramps
     assert again.quality_weight.at(550) == 60.0
+    assert cfg.cut_short(600) == [] and cfg.cut_short(550) == ["quality_weight (60 of 20)"]
+    assert load_config("default").cut_short(5000) == ["lr (0.0012 of 0.0003)", "decoder_lr (4e-05 of 1e-05)", "quality_weight (100 of 10)"]
     assert Schedule.parse({"start": 1, "end": 2, "begin": 3, "finish": 4}, "x").to_config() == {"start": 1, "end": 2, "begin": 3, "finish": 4}
     with pytest.raises(GenprintError, match="step order"):
         load_config("tiny", {"quality_weight": list(reversed(ramps))})
