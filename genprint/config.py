@@ -13,7 +13,6 @@ from genprint.errors import GenprintError
 from genprint.fingerprint import check_nbits
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-SCHEDULES = ("lr", "decoder_lr", "bit_weight", "quality_weight", "attack_strength")
 
 
 @dataclass
@@ -134,6 +133,9 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain values, schedules in their YAML form: TrainConfig(**to_dict()) rebuilds the config."""
         return {**dataclasses.asdict(self), **{name: getattr(self, name).to_config() for name in SCHEDULES}}
+
+
+SCHEDULES = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.type == "Schedule")  # from the annotations: none missed
 
 
 def load_config(name_or_path: str | Path, overrides: dict | None = None) -> TrainConfig:
