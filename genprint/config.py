@@ -120,6 +120,10 @@ class TrainConfig:
             raise GenprintError(f"holdout must be in [0, 1), got {self.holdout}")
         if self.crop < 64 or self.crop % 8:
             raise GenprintError(f"crop must be a multiple of 8 and at least 64 px (the extractor's minimum), got {self.crop}")
+        margin = self.extractor.get("margin", 0)
+        if self.crop - 2 * margin < 64:
+            raise GenprintError(f"crop {self.crop} px leaves the extractor under 64 px inside its margin of {margin} px: "
+                                f"crop must be at least {64 + 2 * margin}")
 
     @property
     def train_decoder(self) -> bool:

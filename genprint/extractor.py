@@ -43,16 +43,20 @@ class Extractor(nn.Module):
     channel and is divided by its own contrast, striding starts only after two full-resolution layers, and
     pooling keeps each channel's log standard deviation (log-energy) as well as its mean. With `residual` (high-pass
     only), the net also reads the image minus its re-rendering by the original autoencoder (`attach_reference`):
-    most of the content cancels there and much of the fingerprint does not. docs/research.md, "Training: what was measured",
-    has the numbers behind each choice.
+    most of the content cancels there and much of the fingerprint does not. With `margin`, the net reads nothing within
+    that many px of the image's edges (less where the image would otherwise be under MIN_SIZE): the decoder's zero padding
+    makes its own output's border a cue that is easy to read and that any crop, pad or rotation removes.
+    docs/research.md, "Training: what was measured" and "Where the CNN reads the code", has the numbers behind each choice.
     """
 
     def __init__(self, nbits: int, width: int = 64, depth: int = 6, downsamples: int = 3, highpass: bool = False,
-                 residual: bool = False):
+                 residual: bool = False, margin: int = 0):
         super().__init__()
+        if margin < 0:
+            raise GenprintError(f"extractor: margin must be >= 0 px, got {margin}")
         if residual and not highpass:
             raise GenprintError("extractor: residual needs highpass: true (the residual goes through the same high-pass front end)")
-        self.config = dict(nbits=nbits, width=width, depth=depth, downsamples=downsamples, highpass=highpass, residual=residual)
+        self.config = dict(nbits=nbits, width=width, depth=depth, downsamples=downsamples, highpass=highpass, residual=residual, margin=margin)
         self._reference: tuple[Callable[[torch.Tensor], torch.Tensor], int] | None = None
         if highpass:
             self.register_buffer("highpass_kernels", HIGH_PASS.repeat(3, 1, 1)[:, None].clone())
@@ -69,6 +73,7 @@ class Extractor(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         check_images(images.shape)
+        images = self._inner(images)
         if self.config["highpass"]:
             planes = [images]
             if self.config["residual"]:
@@ -85,7 +90,20 @@ class Extractor(nn.Module):
     def attach_reference(self, render: Callable[[torch.Tensor], torch.Tensor], multiple: int) -> None:
         """The residual reader's reference: images (sides multiples of `multiple`) -> the original autoencoder's
         re-rendering. Not a submodule: those weights are the bundle's encoder and reference decoder, saved once."""
+        if self.config["margin"] % multiple:
+            raise GenprintError(f"extractor: margin {self.config['margin']} px must be a multiple of the decoder's grid ({multiple} px), "
+                                "or the residual would be read off the grid")
         self._reference = (render, multiple)
+
+    def _inner(self, images: torch.Tensor) -> torch.Tensor:
+        """`images` without `margin` px at each edge, or as much of it as leaves MIN_SIZE px (in whole grid cells)."""
+        if not self.config["margin"]:
+            return images
+        step = self._reference[1] if self._reference else 1
+        # Sizes as tensors, so that an ONNX export keeps the cut a function of the input's size, not a constant.
+        h, w = torch._shape_as_tensor(images)[-2:]
+        cut = ((torch.minimum(h, w) - MIN_SIZE) // 2 // step * step).clamp(0, self.config["margin"])
+        return images[..., cut:h - cut, cut:w - cut]
 
     def _re_rendered(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self._reference is None:

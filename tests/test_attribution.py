@@ -16,10 +16,10 @@ from genprint.fingerprint import hamming, pack, from_hex
 from genprint.registry import Registry
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["plain", "highpass"])
+@pytest.fixture(scope="module", params=[{}, {"highpass": True}, {"highpass": True, "margin": 16}], ids=["plain", "highpass", "margin"])
 def extractor_onnx(tmp_path_factory, request):
     torch.manual_seed(0)
-    model = Extractor(48, width=32, depth=6, highpass=request.param)
+    model = Extractor(48, width=32, depth=6, **request.param)
     for m in model.modules():  # non-trivial batch-norm statistics, so folding them is actually checked
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)

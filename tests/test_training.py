@@ -217,6 +217,27 @@ def test_residual_extractor_needs_its_reference():
         Extractor(32, highpass=True, residual=True)(torch.rand(1, 3, 64, 64))
 
 
+def test_extractor_margin_ignores_the_borders_and_keeps_small_images_readable():
+    torch.manual_seed(0)
+    extractor = Extractor(32, width=8, depth=2, highpass=True, residual=True, margin=16).eval()
+    extractor.attach_reference(lambda x: 0.5 * x, 8)
+    images = torch.rand(2, 3, 128, 112)
+    framed = images.clone()
+    framed[..., :16, :] = framed[..., -16:, :] = framed[..., :, :16] = framed[..., :, -16:] = 0  # a crop-and-pad attack's black frame
+    inside = images.clone()
+    inside[..., 40:50, 40:50] = 1
+    with torch.no_grad():
+        assert torch.equal(extractor(framed), extractor(images))
+        assert not torch.allclose(extractor(inside), extractor(images), atol=1e-3)
+        # 80 px leaves room for one grid cell each side, not two; 64 px for none.
+        assert torch.equal(extractor(images[..., 8:88, 8:88]), extractor(images[..., 16:80, 16:80]))
+        assert extractor(images[..., :64, :64]).shape == (1 * 2, 32)
+    with pytest.raises(GenprintError, match="multiple of the decoder's grid"):
+        Extractor(32, highpass=True, residual=True, margin=4).attach_reference(lambda x: x, 8)
+    with pytest.raises(GenprintError, match="crop must be at least 96"):
+        load_config("tiny", {"crop": 80, "extractor": {"width": 8, "depth": 2, "margin": 16}})
+
+
 @pytest.mark.slow
 def test_smoke_training_raises_bit_accuracy_well_above_chance():
     """The `smoke` recipe, on photos it never trained on: bits read above chance at the quality target by its CNN,
