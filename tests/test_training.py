@@ -231,7 +231,7 @@ def test_extractor_margin_ignores_the_borders_and_keeps_small_images_readable():
         assert not torch.allclose(extractor(inside), extractor(images), atol=1e-3)
         # 80 px leaves room for one grid cell each side, not two; 64 px for none.
         assert torch.equal(extractor(images[..., 8:88, 8:88]), extractor(images[..., 16:80, 16:80]))
-        assert extractor(images[..., :64, :64]).shape == (1 * 2, 32)
+        assert extractor(images[..., :64, :64]).shape == (2, 32)
     with pytest.raises(GenprintError, match="multiple of the decoder's grid"):
         Extractor(32, highpass=True, residual=True, margin=4).attach_reference(lambda x: x, 8)
     with pytest.raises(GenprintError, match="crop must be at least 96"):
