@@ -68,11 +68,15 @@ def main() -> None:
     photos = held_out_photos(resolve_photos(None), model.bundle_config["train"]["holdout"], args.size, args.photos)
     if not photos:
         raise SystemExit(f"no held-out photo is at least {args.size} px")
-    latents = model.encode(torch.stack(photos).repeat_interleave(2, 0))
-    bits = random_fingerprints(len(latents), model.nbits, rng=np.random.default_rng(0))
+    sources = torch.stack(photos).repeat_interleave(2, 0)
+    bits = random_fingerprints(len(sources), model.nbits, rng=np.random.default_rng(0))
     with torch.no_grad():
-        marked = torch.cat([model.decode(latents[i:i + 8], bits[i:i + 8]) for i in range(0, len(latents), 8)])
-        original = torch.cat([model.decode_reference(latents[i:i + 8]) for i in range(0, len(latents), 8)])
+        marked, original = [], []
+        for i in range(0, len(sources), 8):  # 8 at a time: bounded memory
+            latents = model.encode(sources[i:i + 8])
+            marked.append(model.decode(latents, bits[i:i + 8]))
+            original.append(model.decode_reference(latents))
+        marked, original = torch.cat(marked), torch.cat(original)
         accuracy = {}
         for name, view in views(args.size).items():
             read = np.concatenate([(model.extract(view(x)[None]) > 0).numpy() for x in marked])

@@ -24,8 +24,13 @@ class Ramp:
     begin: int = 0
     finish: int = 0
 
+    @property
+    def ends(self) -> int:
+        """The step from which the ramp holds its end value (`finish` before `begin` makes it a step at `begin`)."""
+        return max(self.begin, self.finish)
+
     def at(self, step: int) -> float:
-        if step >= max(self.begin, self.finish):
+        if step >= self.ends:
             return self.end  # exactly: a finished ramp is at its end value, not within rounding of it
         if step <= self.begin:
             return self.start
@@ -75,7 +80,7 @@ class Schedule:
         except TypeError as exc:
             raise GenprintError(f"{name}: {exc}; a ramp takes start, end, begin, finish") from None
         for before, after in zip(ramps, ramps[1:]):
-            if after.begin < max(before.begin, before.finish):
+            if after.begin < before.ends:
                 raise GenprintError(f"{name}: ramps must follow one another in step order; one beginning at step "
                                     f"{after.begin} overlaps the one before it (steps {before.begin}-{before.finish})")
         return cls(ramps)
