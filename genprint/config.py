@@ -13,6 +13,8 @@ from genprint.errors import GenprintError
 from genprint.fingerprint import check_nbits
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+# The extractor's smallest input side; here so configs can check crops without importing torch.
+MIN_SIZE = 64
 
 
 @dataclass
@@ -123,12 +125,10 @@ class TrainConfig:
             raise GenprintError(f"complementary_pairs needs an even batch_size, got {self.batch_size}")
         if not 0 <= self.holdout < 1:
             raise GenprintError(f"holdout must be in [0, 1), got {self.holdout}")
-        if self.crop < 64 or self.crop % 8:
-            raise GenprintError(f"crop must be a multiple of 8 and at least 64 px (the extractor's minimum), got {self.crop}")
         margin = self.extractor.get("margin", 0)
-        if self.crop - 2 * margin < 64:
-            raise GenprintError(f"crop {self.crop} px leaves the extractor under 64 px inside its margin of {margin} px: "
-                                f"crop must be at least {64 + 2 * margin}")
+        if self.crop % 8 or self.crop < MIN_SIZE + 2 * margin:
+            raise GenprintError(f"crop must be a multiple of 8 and at least {MIN_SIZE + 2 * margin} px (the extractor's "
+                                f"{MIN_SIZE} px minimum inside its margin of {margin} px), got {self.crop}")
 
     @property
     def train_decoder(self) -> bool:

@@ -8,9 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genprint.config import MIN_SIZE
 from genprint.errors import GenprintError
-
-MIN_SIZE = 64
 
 # First and second differences and a Laplacian: the fixed front end steganalysis nets use to read signals far
 # weaker than the content (docs/research.md, "Training: what was measured").

@@ -234,7 +234,7 @@ def test_extractor_margin_ignores_the_borders_and_keeps_small_images_readable():
         assert extractor(images[..., :64, :64]).shape == (2, 32)
     with pytest.raises(GenprintError, match="multiple of the decoder's grid"):
         Extractor(32, highpass=True, residual=True, margin=4).attach_reference(lambda x: x, 8)
-    with pytest.raises(GenprintError, match="crop must be at least 96"):
+    with pytest.raises(GenprintError, match="at least 96 px"):
         load_config("tiny", {"crop": 80, "extractor": {"width": 8, "depth": 2, "margin": 16}})
 
 
