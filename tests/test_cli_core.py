@@ -106,6 +106,14 @@ def test_eval_writes_report_and_plots(untrained_bundle_dir, tmp_path):
     assert "samples read by the cnn reader from" in proc.stdout
 
 
+def test_eval_without_attacks_reads_clean_images_and_false_positives_only(untrained_bundle_dir, tmp_path):
+    run("eval", "--model", untrained_bundle_dir, "--users", 500, "--out", tmp_path, "--size", 64,
+        "--samples-per-photo", 1, "--photos", 3, "--attacks", "none")
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert list(report["results"]) == ["clean"] and report["settings"]["attacks"] == []
+    assert {k: v["queries"] for k, v in report["false_positives"].items()} == {"photos": 3, "original_decoder": 3}
+
+
 def test_train_with_workers_hands_its_options_to_the_ray_pipeline(monkeypatch):
     import pipelines.train
     from genprint.cli import main

@@ -13,7 +13,8 @@ def add_parser(sub) -> None:
     p.add_argument("--photos", type=int, help="only the first N held-out photos (default: all; for the slow inversion reader)")
     p.add_argument("--holdout", type=float, help="override the held-out fraction (0: evaluate on every photo)")
     p.add_argument("--suites", default="wouaf,stable_signature", help="attack suites, comma separated")
-    p.add_argument("--attacks", help="only these attacks of the suites, comma separated (default: all)")
+    p.add_argument("--attacks", help="only these attacks of the suites, comma separated (default: all; "
+                                     "none: clean images and false positives only)")
     add_reader_options(p)
     p.set_defaults(func=run)
 
@@ -46,10 +47,17 @@ def run(args) -> int:
     settings = EvalSettings(users=args.users, fpr=args.fpr, size=args.size, samples_per_photo=args.samples_per_photo,
                             photos=args.photos, holdout=args.holdout, suites=suites, reader=args.reader,
                             inversion_steps=args.inversion_steps, max_rotation=args.max_rotation,
-                            attacks=tuple(a for a in args.attacks.split(",") if a) if args.attacks else None)
+                            attacks=chosen_attacks(args.attacks))
     report = evaluate(model, args.data, args.out, settings)
     print_summary(report)
     return 0
+
+
+def chosen_attacks(arg: str | None) -> tuple[str, ...] | None:
+    """--attacks as EvalSettings.attacks: None for every attack of the suites, () for none."""
+    if not arg:
+        return None
+    return () if arg == "none" else tuple(a for a in arg.split(",") if a)
 
 
 def print_summary(report: dict) -> None:
