@@ -1,4 +1,4 @@
-"""Where the text-to-image pipeline comes from: the offline tiny default, a local diffusers folder, or an s3:// folder.
+"""Where the text-to-image pipeline comes from: the offline tiny default, photos, a local diffusers folder, or an s3:// folder.
 
 Whatever the source, the pipeline only produces latents: the pipeline's own VAE (if any) is never run, and the
 fingerprinted decoder of the genprint bundle must work in the same latent space (checked here).
@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import urlparse
 
 from genprint.errors import GenprintError
@@ -24,6 +25,40 @@ class LatentPipeline:
     def to_raw(self, latents):
         """Pipeline latents -> the decoder's raw latent space."""
         return latents / self.scaling_factor + self.shift_factor
+
+
+class PhotoPipeline:
+    """A stand-in for a text-to-image model, where none can be had offline: each (prompt, seed) picks one of the
+    photos (the shared ones, training photos included, else scikit-image's), resized and centre-cropped to the
+    requested size, and its latents are the bundle's encoder's. The untrained `tiny` pipeline makes textures unlike any
+    photo; encoded photos are what `genprint eval` reads fingerprints from. Called like a diffusers pipeline with
+    `output_type="latent"`; steps and guidance are ignored."""
+
+    def __init__(self, adapter, photos: list[Path]):
+        if adapter.encoder is None:
+            raise GenprintError(f"the 'photos' pipeline encodes photos, and this {adapter.family} generator has no encoder")
+        if not photos:
+            raise GenprintError("the 'photos' pipeline found no photos")
+        self.adapter, self.photos = adapter, sorted(photos)
+
+    def __call__(self, prompts: list[str], height: int, width: int, generator: list, output_type: str = "latent", **_):
+        import numpy as np
+        import torch
+        from PIL import Image, ImageOps
+
+        m = self.adapter.downscale
+        if height % m or width % m:
+            raise GenprintError(f"image sides must be multiples of {m}, got {height}x{width}")
+        images = []
+        for prompt, gen in zip(prompts, generator):
+            # The prompt and the seed's generator pick the photo: the same request always gets the same one.
+            salt = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:4], "big")
+            pick = (salt + int(torch.randint(len(self.photos), (1,), generator=gen, device=gen.device))) % len(self.photos)
+            with Image.open(self.photos[pick]) as photo:
+                image = ImageOps.fit(ImageOps.exif_transpose(photo).convert("RGB"), (width, height), Image.Resampling.LANCZOS)
+            images.append(torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1))
+        device = generator[0].device if generator else "cpu"
+        return SimpleNamespace(images=self.adapter.encode(torch.stack(images).to(device)))
 
 
 def _download_s3_folder(url: str, cache_root: Path) -> Path:
@@ -52,7 +87,11 @@ def _download_s3_folder(url: str, cache_root: Path) -> Path:
 
 
 def load_pipeline(source: str, adapter, device: str = "cpu") -> LatentPipeline:
-    """`source`: 'tiny', a local diffusers folder, or s3://bucket/prefix of one."""
+    """`source`: 'tiny', 'photos', a local diffusers folder, or s3://bucket/prefix of one."""
+    if source == "photos":
+        from genprint.data import resolve_photos
+
+        return LatentPipeline(PhotoPipeline(adapter, resolve_photos(None)), 1.0, 0.0, source)
     if source in ("", "tiny"):
         from serving.tiny_sd import tiny_pipeline
 

@@ -17,7 +17,8 @@ class ServeSettings(BaseModel):
     model_config = {"extra": "forbid"}
 
     model: str = Field("", description="bundle directory, s3://... or models:/NAME@ALIAS (GENPRINT_MODEL)")
-    pipeline: str = Field("tiny", description="'tiny' (built offline) or a local / s3:// diffusers folder")
+    pipeline: str = Field("tiny", description="'tiny' (built offline, untrained), 'photos' (a stand-in whose latents are "
+                                              "encoded photos) or a local / s3:// diffusers folder")
     registry_url: str = Field("", description="registry database URL; empty: the registry's default SQLite file")
     device: str = Field("auto", description="'auto' picks cuda when available")
     image_size: int = Field(256, ge=64, le=2048, description="generated image side (multiple of 8 x the UNet's downscale)")
