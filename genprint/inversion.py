@@ -14,7 +14,7 @@ photos at 256 px with the angle given, rotations of 10 and 30 degrees read 0.95 
 instead read 0.85 and 0.87).
 It costs `steps` decoder forward and backward passes per image (about 0.25 s per step for a 256 px image on
 2 CPU cores), so it is the forensic reader; the CNN (ONNX Runtime / TensorRT) serves high-rate attribution.
-README, "Results", has what it reads under each attack.
+docs/results.md has what it reads under each attack.
 """
 
 from __future__ import annotations

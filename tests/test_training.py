@@ -261,4 +261,4 @@ def test_smoke_training_raises_bit_accuracy_well_above_chance():
     with torch.no_grad():
         marked = model.decode(model.encode(photos), bits)
     read = InversionReader(model, steps=50).bits(marked)
-    assert (read == bits).mean() >= 0.9, (read == bits).mean()  # measured with `genprint eval --reader inversion`: README
+    assert (read == bits).mean() >= 0.9, (read == bits).mean()  # measured with `genprint eval --reader inversion`: docs/results.md
