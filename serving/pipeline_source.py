@@ -47,6 +47,8 @@ class PhotoPipeline:
         from PIL import Image, ImageOps
 
         m = self.adapter.downscale
+        if output_type != "latent":
+            raise GenprintError(f"the 'photos' pipeline makes latents only, not output_type {output_type!r}")
         if height % m or width % m:
             raise GenprintError(f"image sides must be multiples of {m}, got {height}x{width}")
         images = []
