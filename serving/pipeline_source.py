@@ -42,9 +42,7 @@ class PhotoPipeline:
         self.adapter, self.photos = adapter, sorted(photos)
 
     def __call__(self, prompts: list[str], height: int, width: int, generator: list, output_type: str = "latent", **_):
-        import numpy as np
         import torch
-        from PIL import Image, ImageOps
 
         m = self.adapter.downscale
         if output_type != "latent":
@@ -56,11 +54,20 @@ class PhotoPipeline:
             # The prompt and the seed's generator pick the photo: the same request always gets the same one.
             salt = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:4], "big")
             pick = (salt + int(torch.randint(len(self.photos), (1,), generator=gen, device=gen.device))) % len(self.photos)
-            with Image.open(self.photos[pick]) as photo:
-                image = ImageOps.fit(ImageOps.exif_transpose(photo).convert("RGB"), (width, height), Image.Resampling.LANCZOS)
-            images.append(torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1))
+            images.append(self.fitted(self.photos[pick], width, height))
         device = generator[0].device if generator else "cpu"
         return SimpleNamespace(images=self.adapter.encode(torch.stack(images).to(device)))
+
+    @staticmethod
+    def fitted(path: Path, width: int, height: int):
+        """The photo at `path`, resized and centre-cropped to width x height: a float tensor (3, H, W) in [0, 1]."""
+        import numpy as np
+        import torch
+        from PIL import Image, ImageOps
+
+        with Image.open(path) as photo:
+            image = ImageOps.fit(ImageOps.exif_transpose(photo).convert("RGB"), (width, height), Image.Resampling.LANCZOS)
+        return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)
 
 
 def _download_s3_folder(url: str, cache_root: Path) -> Path:

@@ -305,11 +305,12 @@ def test_the_attribution_engine_can_read_with_the_inversion_reader(tmp_path, rea
 def test_the_photos_pipeline_renders_a_photo_chosen_by_prompt_and_seed(untrained_bundle_dir):
     """`pipeline: photos` (no Ray around the engine): each render is one of the photos through the decoder, the same
     request gets the same photo, and another seed another one."""
-    from PIL import Image, ImageOps
+    import torch
 
     from genprint.data import resolve_photos
     from genprint.metrics import psnr
     from serving.generation import GenerationEngine, GenerationJob
+    from serving.pipeline_source import PhotoPipeline
     from serving.settings import ServeSettings
 
     engine = GenerationEngine(ServeSettings(model=str(untrained_bundle_dir), pipeline="photos", image_size=128, device="cpu"))
@@ -317,13 +318,6 @@ def test_the_photos_pipeline_renders_a_photo_chosen_by_prompt_and_seed(untrained
     jobs = [GenerationJob("a red fox in snow", seed, f"fp{seed}", "ab" * 6) for seed in (1, 2, 1)]
     first, second, again = (pixels(g.png) for g in engine.generate(jobs))
     assert first.shape == (128, 128, 3) and (first == again).all() and not (first == second).all()
-
-    import torch
-
-    def fitted(path):
-        with Image.open(path) as photo:
-            return np.asarray(ImageOps.fit(ImageOps.exif_transpose(photo).convert("RGB"), (128, 128), Image.Resampling.LANCZOS))
-
-    as_tensor = lambda a: torch.from_numpy(a.astype(np.float32) / 255).permute(2, 0, 1)[None]  # noqa: E731
-    scores = sorted(psnr(as_tensor(first), as_tensor(fitted(p))).item() for p in resolve_photos(None))
+    render = torch.from_numpy(first.astype(np.float32) / 255).permute(2, 0, 1)[None]
+    scores = sorted(psnr(render, PhotoPipeline.fitted(p, 128, 128)[None]).item() for p in resolve_photos(None))
     assert scores[-1] > 22 and scores[-1] - scores[-2] > 5, scores[-3:]  # the decoder's re-rendering of one photo
