@@ -1,40 +1,99 @@
-"""Distributed training throughput: steps/s and images/s on Ray Train with 1 and 2 workers, same config.
+"""Training throughput: steps/s and images/s of one training step, before and after each speed lever, in one run.
 
-    .venv/bin/python benchmarks/train_throughput.py --config tiny --steps 20 --workers 1 2
-    .venv/bin/python benchmarks/train_throughput.py --config tiny --steps 20 --workers 1 --gpus-per-worker 1   # GPU machine
+    .venv/bin/python benchmarks/train_throughput.py                        # in-process steps: the levers, cumulatively
+    .venv/bin/python benchmarks/train_throughput.py --workers 1 2          # on Ray Train with 1 and 2 workers instead
+    .venv/bin/python benchmarks/train_throughput.py --workers 1 --gpus-per-worker 1   # GPU machine
 
-steps/s is what rank 0 measured over the whole training loop of the run (DDP all-reduce, metric averaging and
-checkpoint writes included; Ray start-up and data encoding excluded, reported separately as wall seconds).
-images/s = steps/s x batch_size x workers (each worker trains on its own batch). Writes
-benchmarks/results/train_throughput.json.
+In-process, every variant runs the same losses (bit BCE + quality MSE and SSIM, attacks at full strength) at the
+`default` config's batch and crop; each row adds one lever to the row above, and `before` is the step as it was up to
+2026-12-02 (the re-rendering residual reader, full precision, the default memory layout). A variant's time is the
+median of `--steps` steps after `--warmup` steps. On Ray Train, steps/s is what rank 0 measured over its loop (DDP
+all-reduce and checkpoint writes included, start-up excluded). Writes benchmarks/results/train_throughput.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
-from _results import write_result
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _results import write_result  # noqa: E402
+
+# The step up to 2026-12-02: `default`'s re-rendering residual reader, in full precision and the default layout.
+BEFORE = {"extractor": {"width": 64, "depth": 1, "downsamples": 0, "highpass": True, "residual": True},
+          "precision": "fp32", "channels_last": False}
+LEVERS = [  # (name, overrides added to the row above)
+    ("before", {}),
+    ("channels_last", {"channels_last": True}),
+    ("bf16 autocast", {"precision": "bf16"}),
+    ("no re-rendering: the default reader", {"extractor": None}),
+    ("reference decodes reused 8 steps", {"reference_reuse": 8}),
+]
+SAME_LOSSES = {"curriculum": None, "quality_weight": 10.0, "attack_strength": 1.0}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default="tiny")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--gpus-per-worker", type=float, default=0)
-    parser.add_argument("--data", help="training photos (default: shared photos)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_throughput.json"))
-    args = parser.parse_args()
+def step_variants(config_name: str) -> list[tuple[str, dict]]:
+    from genprint.config import load_config
 
-    import ray
+    shipped = load_config(config_name).extractor
+    variants, current = [], {**SAME_LOSSES, **BEFORE}
+    for name, change in LEVERS:
+        current = {**current, **change}
+        if current["extractor"] is None:
+            current["extractor"] = shipped
+        variants.append((name, dict(current)))
+    return variants
+
+
+def time_steps(config, photos: str, warmup: int, steps: int) -> dict:
+    from genprint.training import Trainer
+
+    trainer = Trainer(config, photos=photos)
+    for _ in range(warmup):
+        trainer.train_step()
+    times = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        trainer.train_step()
+        times.append(time.perf_counter() - started)
+    median = statistics.median(times)
+    return {"step_seconds_median": round(median, 4), "step_seconds_min": round(min(times), 4),
+            "step_seconds_max": round(max(times), 4), "steps_per_s": round(1 / median, 3),
+            "images_per_s": round(config.batch_size / median, 2), "bf16": trainer.bf16}
+
+
+def in_process(args) -> dict:
     import torch
+
+    from genprint.allocator import keep_freed_memory
+    from genprint.config import load_config
+    from genprint.data import resolve_photos
+
+    keep_freed_memory()  # as the CLI and Ray workers run
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="gp-bench-") as tmp:
+        # a few photos: what a step costs does not depend on how many photos the bank encoded first
+        for path in resolve_photos(args.data)[: args.photos]:
+            os.symlink(path.resolve(), Path(tmp) / path.name)
+        for name, overrides in step_variants(args.config):
+            config = load_config(args.config, overrides)
+            row = {"variant": name, **time_steps(config, tmp, args.warmup, args.steps)}
+            row["speedup_vs_before"] = round(rows[0]["step_seconds_median"] / row["step_seconds_median"], 2) if rows else 1.0
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return {"mode": "in-process step", "config": args.config, "batch_size": config.batch_size, "crop": config.crop,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(), "variants": rows}
+
+
+def on_ray(args) -> dict:
+    import ray
 
     from genprint.config import load_config
     from pipelines.train import init_ray, train_distributed
@@ -50,18 +109,35 @@ def main() -> int:
                 summary = train_distributed(config, name=f"bench-{workers}w", out=f"{tmp}/out-{workers}", storage=f"{tmp}/ray",
                                             workers=workers, photos=args.data, gpus_per_worker=args.gpus_per_worker,
                                             track=False, max_failures=0)
-                wall = time.perf_counter() - started
                 row = {"workers": workers, "steps": summary["step"], "batch_size_per_worker": config.batch_size,
                        "steps_per_s": round(summary["steps_per_s"], 3),
                        "images_per_s": round(summary["steps_per_s"] * config.batch_size * workers, 2),
-                       "wall_seconds_including_startup": round(wall, 1), "final_bit_acc": round(summary["bit_acc"], 4)}
+                       "wall_seconds_including_startup": round(time.perf_counter() - started, 1),
+                       "final_bit_acc": round(summary["bit_acc"], 4)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
         finally:
             ray.shutdown()
-    result = {"benchmark": "train_throughput", "config": args.config, "steps": args.steps, "gpus_per_worker": args.gpus_per_worker,
-              "device": torch.cuda.get_device_name(0) if args.gpus_per_worker and torch.cuda.is_available() else platform.processor() or "cpu",
-              "cpu_count": __import__("os").cpu_count(), "torch": torch.__version__, "ray": ray.__version__, "runs": rows}
+    return {"mode": "ray train", "config": args.config, "gpus_per_worker": args.gpus_per_worker, "ray": ray.__version__, "runs": rows}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default="default")
+    parser.add_argument("--steps", type=int, default=15, help="timed steps per variant (on Ray: steps per run)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--photos", type=int, default=8, help="photos in the in-process bank")
+    parser.add_argument("--workers", type=int, nargs="+", help="run on Ray Train with these worker counts instead")
+    parser.add_argument("--gpus-per-worker", type=float, default=0)
+    parser.add_argument("--data", help="training photos (default: shared photos)")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_throughput.json"))
+    args = parser.parse_args()
+
+    import torch
+
+    result = on_ray(args) if args.workers else in_process(args)
+    result.update({"benchmark": "train_throughput", "cpu_count": os.cpu_count(), "torch": torch.__version__,
+                   "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"})
     write_result(args.out, result)
     return 0
 

@@ -15,6 +15,9 @@ from genprint.fingerprint import check_nbits
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 # The extractor's smallest input side; here so configs can check crops without importing torch.
 MIN_SIZE = 64
+# The fewest px a side that the extractor's margin leaves to read: a 64 px training crop keeps its inner 48 px at a margin of 8.
+INTERIOR = 48
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass
@@ -96,6 +99,7 @@ class TrainConfig:
     steps: int = 1000
     batch_size: int = 16
     crop: int = 64
+    reference_reuse: int = 1                   # steps a window's reference decode serves (training.TargetPool); 1: always fresh
     complementary_pairs: bool = False          # each latent crop decoded with a code and its complement (docs/research.md, Training)
     holdout: float = 0.2                       # fraction of photos kept for evaluation (stable by file name)
     generator: dict = field(default_factory=lambda: {"family": "taef2", "source": None})
@@ -104,6 +108,7 @@ class TrainConfig:
     extractor: dict = field(default_factory=lambda: {"width": 64, "depth": 6, "downsamples": 3})
     lr: Schedule = field(default_factory=lambda: Schedule.constant(1e-3))   # mapping network and extractor
     decoder_lr: Schedule = field(default_factory=lambda: Schedule.constant(0.0))   # 0 keeps the decoder frozen
+    decoder_frozen: list[str] = field(default_factory=list)   # glob patterns over decoder module names kept frozen when it tunes
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     bit_weight: Schedule = field(default_factory=lambda: Schedule.constant(1.0))
@@ -111,9 +116,13 @@ class TrainConfig:
     ssim_weight: float = 0.1
     attacks: dict = field(default_factory=dict)      # {name: {p: prob, <range>: [lo, hi]}}
     attack_strength: Schedule = field(default_factory=lambda: Schedule.constant(1.0))
+    curriculum: dict | None = None             # accuracy-keyed stages (genprint.curriculum); replaces quality_weight and attack_strength
     checkpoint_every: int = 200
     log_every: int = 10
+    validate_every: int = 0                    # held-out bit accuracy and PSNR every N steps, into the learning curve (0: never)
     threads: int | None = None
+    precision: str = "auto"                    # fp32, bf16 (autocast), or auto: bf16 where the hardware computes it natively
+    channels_last: bool = True                 # NHWC activations: oneDNN's and cuDNN's native layout for convolutions
 
     def __post_init__(self):
         check_nbits(self.nbits)
@@ -123,12 +132,23 @@ class TrainConfig:
             raise GenprintError("steps and batch_size must be positive")
         if self.complementary_pairs and self.batch_size % 2:
             raise GenprintError(f"complementary_pairs needs an even batch_size, got {self.batch_size}")
+        if self.precision not in PRECISIONS:
+            raise GenprintError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.curriculum is not None:
+            from genprint.curriculum import CurriculumConfig
+
+            CurriculumConfig.parse(self.curriculum)
+            owned = {"quality_weight": 0.0, "attack_strength": 1.0}  # their defaults: constants the curriculum replaces
+            fixed = [name for name, value in owned.items() if getattr(self, name).to_config() != Schedule.constant(value).to_config()]
+            if fixed:
+                raise GenprintError(f"the curriculum sets {' and '.join(fixed)}; drop them from the config")
         if not 0 <= self.holdout < 1:
             raise GenprintError(f"holdout must be in [0, 1), got {self.holdout}")
         margin = self.extractor.get("margin", 0)
-        if self.crop % 8 or self.crop < MIN_SIZE + 2 * margin:
-            raise GenprintError(f"crop must be a multiple of 8 and at least {MIN_SIZE + 2 * margin} px (the extractor's "
-                                f"{MIN_SIZE} px minimum inside its margin of {margin} px), got {self.crop}")
+        least = max(MIN_SIZE, INTERIOR + 2 * margin)
+        if self.crop % 8 or self.crop < least:
+            raise GenprintError(f"crop must be a multiple of 8 and at least {least} px (the extractor's {MIN_SIZE} px minimum, "
+                                f"and {INTERIOR} px inside its margin of {margin} px), got {self.crop}")
 
     @property
     def train_decoder(self) -> bool:

@@ -78,9 +78,9 @@ class Attributor:
         return best, dist, self.decision.attributed(dist)
 
 
-def held_out_crops(model: GenprintModel, config, samples: int = 128, seed: int = 1, bits_seed: int | None = None):
+def held_out_crops(model: GenprintModel, config, samples: int = 128, seed: int = 1, bits_seed: int | None = None, photos=None):
     """A quick check during training: `samples` latent crops (config.crop px) of the held-out photos, and fresh codes."""
-    _, held_out = split(resolve_photos(None), config.holdout)
+    _, held_out = split(resolve_photos(photos), config.holdout)
     latents = LatentBank(model.encode, held_out, model.adapter.downscale, config.crop, seed=seed).sample(samples)
     gen = torch.Generator().manual_seed(seed if bits_seed is None else bits_seed)
     return latents, torch.randint(0, 2, (samples, config.nbits), generator=gen).float()

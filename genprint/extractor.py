@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genprint.config import MIN_SIZE
+from genprint.config import INTERIOR, MIN_SIZE
 from genprint.errors import GenprintError
 
 # First and second differences and a Laplacian: the fixed front end steganalysis nets use to read signals far
@@ -33,58 +33,98 @@ def grid_crop(images: torch.Tensor, multiple: int) -> torch.Tensor:
     return images[..., : h // multiple * multiple, : w // multiple * multiple]
 
 
+class ResidualBlock(nn.Module):
+    """Two 3x3 conv-BN layers and a skip (a 1x1 strided projection when the block changes size), ReLU after the sum."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+                                  nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out))
+        self.skip = (nn.Identity() if stride == 1 and c_in == c_out else
+                     nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.body(x) + self.skip(x))
+
+
+def plain_layers(c_in: int, width: int, depth: int, downsamples: int, highpass: bool) -> list[nn.Module]:
+    """`depth` conv-BN-ReLU layers; up to `downsamples` of them stride by 2 (with highpass, only after two full-resolution layers)."""
+    layers: list[nn.Module] = []
+    strided = 0
+    for i in range(depth):
+        wants = (i >= 2 and i % 2 == 0) if highpass else i % 2 == 1
+        stride = 2 if wants and strided < downsamples else 1
+        strided += stride == 2
+        layers += [nn.Conv2d(c_in, width, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+        c_in = width
+    return layers
+
+
+def residual_layers(c_in: int, stages: list[list[int]]) -> list[nn.Module]:
+    """A conv-BN-ReLU stem, then stages of residual blocks [[width, blocks], ...]; each stage after the first halves the size."""
+    width = stages[0][0]
+    layers: list[nn.Module] = [nn.Conv2d(c_in, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+    for i, (out, blocks) in enumerate(stages):
+        for j in range(blocks):
+            layers.append(ResidualBlock(width, out, 2 if i and not j else 1))
+            width = out
+    return layers
+
+
 class Extractor(nn.Module):
     """image (B, 3, H, W) in [0, 1] -> bit logits (B, nbits).
 
-    `depth` conv-BN-ReLU layers of `width` channels; up to `downsamples` of them stride by 2 so the
-    receptive field covers the fingerprint's texture, then global pooling makes the readout independent
-    of the image size. With `highpass`, the image first goes through fixed high-pass filters per colour
-    channel and is divided by its own contrast, striding starts only after two full-resolution layers, and
-    pooling keeps each channel's log standard deviation (log-energy) as well as its mean. With `residual` (high-pass
-    only), the net also reads the image minus its re-rendering by the original autoencoder (`attach_reference`):
-    most of the content cancels there and much of the fingerprint does not. With `margin`, the net reads nothing within
-    that many px of the image's edges (less where the image would otherwise be under MIN_SIZE): the decoder's zero padding
-    makes its own output's border a cue that is easy to read and that any crop, pad or rotation removes.
-    docs/research.md, "Training: what was measured" and "Where the CNN reads the code", has the numbers behind each choice.
+    The body is `depth` conv-BN-ReLU layers of `width` channels, up to `downsamples` of them strided, or with `stages`
+    ([[width, blocks], ...]) a stem and stages of residual blocks, each stage after the first at half the size: the
+    capacity that reads a code with no border cue (docs/research.md, "Choosing the reader"). Global pooling makes the
+    readout independent of the image size. With `highpass`, the image first goes through fixed high-pass filters per
+    colour channel and is divided by its own contrast, and pooling keeps each channel's log standard deviation
+    (log-energy) as well as its mean. With `residual` (high-pass only), the net also reads the image minus its
+    re-rendering by the original autoencoder (`attach_reference`). With `margin`, the net reads nothing within that many
+    px of the image's edges (less where fewer than INTERIOR px would be left): the decoder's zero padding makes its own
+    output's border a cue that is easy to read and that any crop, pad or rotation removes.
     """
 
     def __init__(self, nbits: int, width: int = 64, depth: int = 6, downsamples: int = 3, highpass: bool = False,
-                 residual: bool = False, margin: int = 0):
+                 residual: bool = False, margin: int = 0, stages: list[list[int]] | None = None):
         super().__init__()
         if margin < 0:
             raise GenprintError(f"extractor: margin must be >= 0 px, got {margin}")
         if residual and not highpass:
             raise GenprintError("extractor: residual needs highpass: true (the residual goes through the same high-pass front end)")
-        self.config = dict(nbits=nbits, width=width, depth=depth, downsamples=downsamples, highpass=highpass, residual=residual, margin=margin)
+        if stages is not None and (not stages or any(len(s) != 2 or min(s) < 1 for s in stages)):
+            raise GenprintError(f"extractor: stages must be a list of [width, blocks] pairs, each >= 1, got {stages}")
+        self.config = dict(nbits=nbits, width=width, depth=depth, downsamples=downsamples, highpass=highpass, residual=residual,
+                           margin=margin, stages=stages)
         self._reference: tuple[Callable[[torch.Tensor], torch.Tensor], int] | None = None
         if highpass:
             self.register_buffer("highpass_kernels", HIGH_PASS.repeat(3, 1, 1)[:, None].clone())
-        layers: list[nn.Module] = []
-        c_in, strided = (3 * len(HIGH_PASS) * (2 if residual else 1) if highpass else 3), 0
-        for i in range(depth):
-            wants = (i >= 2 and i % 2 == 0) if highpass else i % 2 == 1
-            stride = 2 if wants and strided < downsamples else 1
-            strided += stride == 2
-            layers += [nn.Conv2d(c_in, width, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
-            c_in = width
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(width * (2 if highpass else 1), nbits)
+        c_in = 3 * len(HIGH_PASS) * (2 if residual else 1) if highpass else 3
+        if stages:
+            self.features = nn.Sequential(*residual_layers(c_in, stages))
+            c_out = stages[-1][0]
+        else:
+            self.features = nn.Sequential(*plain_layers(c_in, width, depth, downsamples, highpass))
+            c_out = width
+        self.head = nn.Linear(c_out * (2 if highpass else 1), nbits)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         check_images(images.shape)
         images = self._inner(images)
-        if self.config["highpass"]:
-            planes = [images]
+        if not self.config["highpass"]:
+            h = self.features(images * 2 - 1)
+            return self.head(F.adaptive_avg_pool2d(h, 1).flatten(1))
+        with torch.autocast(images.device.type, enabled=False):  # the fixed front end in full precision, whatever trains
+            planes = [images.float()]
             if self.config["residual"]:
-                images, reference = self._re_rendered(images)
-                planes = [images, images - reference]
+                images, reference = self._re_rendered(planes[0])
+                planes = [images, images - reference.float()]
             # Contrast-normalised, then log-energy pooling: the fingerprint shifts ratios of texture energies, and
             # dividing out each image's own contrast removes the largest content-driven variation of those ratios.
             hp = [F.conv2d(p, self.highpass_kernels, padding=1, groups=3) for p in planes]
-            h = self.features(torch.cat([x / (x.flatten(1).std(1)[:, None, None, None] + 1e-3) for x in hp], 1))
-            return self.head(torch.cat([h.mean((2, 3)), torch.log(h.flatten(2).std(2) + 1e-3)], 1))
-        h = self.features(images * 2 - 1)
-        return self.head(F.adaptive_avg_pool2d(h, 1).flatten(1))
+            x = torch.cat([x / (x.flatten(1).std(1)[:, None, None, None] + 1e-3) for x in hp], 1)
+        h = self.features(x).float().flatten(2)
+        return self.head(torch.cat([h.mean(2), torch.log(h.std(2) + 1e-3)], 1))
 
     def attach_reference(self, render: Callable[[torch.Tensor], torch.Tensor], multiple: int) -> None:
         """The residual reader's reference: images (sides multiples of `multiple`) -> the original autoencoder's
@@ -95,13 +135,16 @@ class Extractor(nn.Module):
         self._reference = (render, multiple)
 
     def _inner(self, images: torch.Tensor) -> torch.Tensor:
-        """`images` without `margin` px at each edge, or as much of it as leaves MIN_SIZE px (in whole grid cells)."""
+        """`images` without `margin` px at each edge, or as much of it as leaves INTERIOR px (in whole grid cells)."""
         if not self.config["margin"]:
             return images
-        step = self._reference[1] if self._reference else 1
-        # Sizes as tensors, so that an ONNX export keeps the cut a function of the input's size, not a constant.
-        h, w = torch._shape_as_tensor(images)[-2:]
-        cut = ((torch.minimum(h, w) - MIN_SIZE) // 2 // step * step).clamp(0, self.config["margin"])
+        step, margin = (self._reference[1] if self._reference else 1), self.config["margin"]
+        if torch.onnx.is_in_onnx_export():  # sizes as tensors: the exported cut stays a function of the input's size
+            h, w = torch._shape_as_tensor(images)[-2:]
+            cut = ((torch.minimum(h, w) - INTERIOR) // 2 // step * step).clamp(0, margin)
+        else:
+            h, w = images.shape[-2:]
+            cut = min(max((min(h, w) - INTERIOR) // 2 // step * step, 0), margin)
         return images[..., cut:h - cut, cut:w - cut]
 
     def _re_rendered(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -109,6 +109,7 @@ class GenprintModel(nn.Module):
         return bake(self.decoder, self.modulated, scales)
 
     def forward(self, latents: torch.Tensor, bits: torch.Tensor, attack=None):
-        images = self.decode(latents, bits)
-        attacked = attack(images) if attack is not None else images
+        images = self.decode(latents, bits).float()
+        with torch.autocast(images.device.type, enabled=False):  # attacks (JPEG's DCT, resampling) in full precision
+            attacked = attack(images) if attack is not None else images
         return images, self.extractor(attacked)

@@ -6,9 +6,13 @@ modulation, attack, extract, and minimise BCE(bits) + quality(fingerprinted vs o
 
 from __future__ import annotations
 
+import dataclasses
+import fnmatch
+import json
 import logging
 import os
 import random
+import time
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -20,8 +24,10 @@ import torch.nn.functional as F
 from genprint.attacks import TrainAttacks
 from genprint.bundle import save_bundle
 from genprint.config import TrainConfig, load_config
+from genprint.curriculum import Curriculum, CurriculumConfig
 from genprint.data import LatentBank, resolve_photos, split
 from genprint.errors import GenprintError
+from genprint.evaluation import crop_metrics, held_out_crops
 from genprint.generators import load_adapter_source
 from genprint.metrics import bit_accuracy, psnr, ssim
 from genprint.model import GenprintModel, default_device
@@ -29,6 +35,22 @@ from genprint.paths import taef2_dir
 
 log = logging.getLogger(__name__)
 __all__ = ["Trainer", "load_config", "TrainConfig"]
+
+
+def bf16_native(device: torch.device) -> bool:
+    """Whether this device computes bfloat16 convolutions natively (AVX-512 BF16 / AMX on CPUs, Ampere+ GPUs)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def decoder_parameters(decoder: torch.nn.Module, frozen: list[str]) -> list[torch.nn.Parameter]:
+    """The decoder's parameters that fine-tune: all but those whose module name matches a `frozen` glob pattern."""
+    named = dict(decoder.named_parameters())
+    held = {name for name in named if any(fnmatch.fnmatchcase(name.rpartition(".")[0], p) for p in frozen)}
+    if unmatched := [p for p in frozen if not any(fnmatch.fnmatchcase(n.rpartition(".")[0], p) for n in named)]:
+        raise GenprintError(f"decoder_frozen: {unmatched} match no decoder module; some names: {sorted({n.rpartition('.')[0] for n in named})[:6]}")
+    return [p for name, p in named.items() if name not in held]
 
 
 def build_model(config: TrainConfig) -> GenprintModel:
@@ -57,40 +79,72 @@ class Trainer:
         np.random.seed(seed)
         self.model = build_model(config).to(self.device)
         self.joint: torch.nn.Module = self.model
+        self.photos = photos
         train_paths, _ = split(resolve_photos(photos), config.holdout)
         shard = train_paths[rank::world_size] or train_paths
         self.bank = LatentBank(self.model.encode, shard, self.model.adapter.downscale, config.crop, seed=seed, device=self.device)
         self.bits_gen = torch.Generator().manual_seed(seed + 7)
         self.attacks = TrainAttacks(config.attacks, seed=seed)
-        self.model.decoder.requires_grad_(config.train_decoder)
+        tuned = decoder_parameters(self.model.decoder, config.decoder_frozen) if config.train_decoder else []
+        self.model.decoder.requires_grad_(False)
+        for p in tuned:
+            p.requires_grad_(True)
         groups = [{"params": list(self.model.mapping.parameters()) + list(self.model.extractor.parameters()), "lr": config.lr.at(0), "name": "fingerprint"}]
-        if config.train_decoder:
-            groups.append({"params": list(self.model.decoder.parameters()), "lr": 0.0, "name": "decoder"})
+        if tuned:
+            groups.append({"params": tuned, "lr": 0.0, "name": "decoder"})
         self.optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+        self.curriculum = Curriculum(CurriculumConfig.parse(config.curriculum)) if config.curriculum is not None else None
+        self.bf16 = config.precision == "bf16" or (config.precision == "auto" and bf16_native(self.device))
+        if config.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        n = config.batch_size // 2 if config.complementary_pairs else config.batch_size
+        self.targets = TargetPool(self.bank, self._place, self._reference, n, config.reference_reuse, seed=seed + 11)
         self.step = 0
+        self.train_seconds = 0.0  # time spent in training steps, across resumes (the learning curve's hours)
 
     def wrap(self, fn: Callable[[torch.nn.Module], torch.nn.Module]) -> None:
         self.joint = fn(self.model)
 
+    def autocast(self):
+        """bfloat16 autocast when the config's precision asks for it; a no-op otherwise."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def _place(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents on the training device, in the training memory layout."""
+        latents = latents.to(self.device)
+        return latents.contiguous(memory_format=torch.channels_last) if self.config.channels_last else latents
+
+    def _reference(self, latents: torch.Tensor) -> torch.Tensor:
+        """The original decoder's images of `latents`: the quality targets."""
+        with torch.no_grad(), self.autocast():
+            return self.model.decode_reference(latents).float()
+
+    def schedule(self, step: int) -> tuple[float, float, float]:
+        """(quality weight, attack strength, learning-rate factor) at `step`: the curriculum's, else the config's schedules."""
+        if self.curriculum is not None:
+            return self.curriculum.quality_weight, self.curriculum.attack_strength, self.curriculum.lr_factor
+        return self.config.quality_weight.at(step), self.config.attack_strength.at(step), 1.0
+
     def train_step(self) -> dict[str, float]:
         cfg, step = self.config, self.step
+        quality_weight, strength, lr_factor = self.schedule(step)
         for group in self.optimizer.param_groups:
-            group["lr"] = (cfg.decoder_lr if group["name"] == "decoder" else cfg.lr).at(step)
+            group["lr"] = (cfg.decoder_lr if group["name"] == "decoder" else cfg.lr).at(step) * lr_factor
         self.model.train()
         self.model.reference.eval()
         n = cfg.batch_size // 2 if cfg.complementary_pairs else cfg.batch_size
-        latents = self.bank.sample(n).to(self.device)
+        latents, target = self.targets.sample(n)
         bits = torch.randint(0, 2, (n, cfg.nbits), generator=self.bits_gen).float().to(self.device)
-        with torch.no_grad():
-            target = self.model.decode_reference(latents)
         if cfg.complementary_pairs:  # content is shared within a pair, so it cancels out of the bit gradients
             latents, bits, target = latents.repeat(2, 1, 1, 1), torch.cat([bits, 1 - bits]), target.repeat(2, 1, 1, 1)
-        attack = partial(self.attacks, strength=cfg.attack_strength.at(step))
-        images, logits = self.joint(latents, bits, attack=attack)
+        attack = partial(self.attacks, strength=strength)
+        with self.autocast():
+            images, logits = self.joint(latents, bits, attack=attack)
+        images, logits = images.float(), logits.float()
         bce = F.binary_cross_entropy_with_logits(logits, bits)
         mse = F.mse_loss(images, target)
         structural = 1 - ssim(images, target).mean()
-        loss = cfg.bit_weight.at(step) * bce + cfg.quality_weight.at(step) * (mse + cfg.ssim_weight * structural)
+        loss = cfg.bit_weight.at(step) * bce + quality_weight * (mse + cfg.ssim_weight * structural)
         if not torch.isfinite(loss):
             raise GenprintError(f"loss became {loss.item()} at step {step}: lower the learning rates or the scale range")
         self.optimizer.zero_grad(set_to_none=True)
@@ -100,23 +154,31 @@ class Trainer:
         self.optimizer.step()
         self.step += 1
         with torch.no_grad():
-            return {"loss": loss.item(), "bce": bce.item(), "mse": mse.item(), "bit_acc": bit_accuracy(logits, bits).mean().item(),
-                    "psnr": psnr(images, target).mean().item(), "ssim": 1 - structural.item()}
+            metrics = {"loss": loss.item(), "bce": bce.item(), "mse": mse.item(), "bit_acc": bit_accuracy(logits, bits).mean().item(),
+                       "psnr": psnr(images, target).mean().item(), "ssim": 1 - structural.item(), "quality_weight": quality_weight,
+                       "attack_strength": strength}
+        if self.curriculum is not None:
+            self.curriculum.update(metrics["bit_acc"], metrics["psnr"], self.step)
+        return metrics
 
     def run(self, steps: int | None = None, callback: Callable[[int, dict], None] | None = None,
             checkpoint_dir: str | Path | None = None, progress: bool = True) -> dict[str, float]:
-        """Train until `steps` (default: config.steps); resumes from checkpoint_dir/last.pt when present."""
+        """Train until `steps` (default: config.steps); resumes from checkpoint_dir/last.pt when present.
+
+        With `validate_every`, held-out crops are read every that many steps and a row goes to checkpoint_dir/curve.jsonl
+        (step, hours of training, stream and held-out metrics, the curriculum's state): the run's learning curve."""
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         progress = progress and Console(stderr=True).is_terminal  # in logs and CI: one line per window instead
         total = steps or self.config.steps
-        if cut := self.config.cut_short(total):
+        if self.curriculum is None and (cut := self.config.cut_short(total)):
             log.warning("the run stops at step %d, before these schedules reach their final values: %s", total, ", ".join(cut))
         ckpt = Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None
         if ckpt and ckpt.exists():
             self.load_state_dict(torch.load(ckpt, map_location=self.device, weights_only=True))
             log.info("resumed from %s at step %d", ckpt, self.step)
+        curve = LearningCurve(self, Path(checkpoint_dir) / "curve.jsonl") if checkpoint_dir and self.config.validate_every else None
         window: list[dict] = []
         summary: dict[str, float] = {}
         columns = [TextColumn("[bold]train[/]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -124,16 +186,23 @@ class Trainer:
         with Progress(*columns, disable=not progress, transient=False) as bar:
             task = bar.add_task("train", total=total, completed=self.step, info="")
             while self.step < total:
+                started = time.perf_counter()
                 window.append(self.train_step())
+                self.train_seconds += time.perf_counter() - started
                 if self.step % self.config.log_every == 0 or self.step == total:
                     summary = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
                     window.clear()
                     info = f"bit_acc {summary['bit_acc']:.3f}  psnr {summary['psnr']:.1f} dB  loss {summary['loss']:.3f}"
+                    if self.curriculum is not None:
+                        c = self.curriculum.summary()
+                        info += f"  [{c['stage']}: {c['psnr_target']:.1f} dB, attacks {c['attack_strength']:.2f}]"
                     bar.update(task, info=info)
                     if not progress:
                         log.info("step %d/%d  %s", self.step, total, info)
                     if callback:
                         callback(self.step, summary)
+                if curve and (self.step % self.config.validate_every == 0 or self.step == total):
+                    curve.record(summary)
                 if ckpt and (self.step % self.config.checkpoint_every == 0 or self.step == total):
                     self.save_checkpoint(ckpt)
                 bar.update(task, completed=self.step)
@@ -147,9 +216,12 @@ class Trainer:
 
     def state_dict(self) -> dict:
         m = self.model
-        return {"step": self.step, "decoder": m.decoder.state_dict(), "mapping": m.mapping.state_dict(),
-                "extractor": m.extractor.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "bank": self.bank.state_dict(), "bits_gen": self.bits_gen.get_state(), "attacks": self.attacks.state_dict()}
+        state = {"step": self.step, "decoder": m.decoder.state_dict(), "mapping": m.mapping.state_dict(),
+                 "extractor": m.extractor.state_dict(), "optimizer": self.optimizer.state_dict(), "bank": self.bank.state_dict(),
+                 "targets": self.targets.state_dict(), "bits_gen": self.bits_gen.get_state(), "attacks": self.attacks.state_dict(), "train_seconds": self.train_seconds}
+        if self.curriculum is not None:
+            state["curriculum"] = self.curriculum.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         m = self.model
@@ -158,9 +230,83 @@ class Trainer:
         m.extractor.load_state_dict(state["extractor"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.bank.load_state_dict(state["bank"])
+        if "targets" in state:
+            self.targets.load_state_dict(state["targets"])
         self.bits_gen.set_state(state["bits_gen"])
         self.attacks.load_state_dict(state["attacks"])
+        if self.curriculum is not None and "curriculum" in state:
+            self.curriculum.load_state_dict(state["curriculum"])
+        self.train_seconds = float(state.get("train_seconds", 0.0))
         self.step = int(state["step"])
 
     def save_bundle(self, out_dir: str | Path, metrics: dict | None = None) -> Path:
         return save_bundle(self.model, out_dir, train_config=self.config.to_dict(), metrics=metrics)
+
+
+class TargetPool:
+    """Latent windows with their reference decodes (the quality targets), each reused for about `reuse` steps.
+
+    A step draws `batch` windows from a pool of `batch * reuse * 8` and replaces `batch / reuse` of them with fresh
+    windows, so it decodes that many references instead of a whole batch; every reuse gets a fresh code and attack.
+    With `reuse` 1 every window is fresh and nothing is pooled (one reference decode per window, as before)."""
+
+    def __init__(self, bank: LatentBank, place: Callable[[torch.Tensor], torch.Tensor],
+                 reference: Callable[[torch.Tensor], torch.Tensor], batch: int, reuse: int, seed: int = 0):
+        if not 1 <= reuse <= batch or batch % reuse:
+            raise GenprintError(f"reference_reuse must divide the {batch} windows a step draws, got {reuse}")
+        self.bank, self.place, self.reference, self.batch, self.reuse = bank, place, reference, batch, reuse
+        self.gen = torch.Generator().manual_seed(seed)
+        self.latents: torch.Tensor | None = None
+        self.images: torch.Tensor | None = None
+
+    def _fresh(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        latents = self.place(self.bank.sample(n))
+        return latents, self.reference(latents)
+
+    def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.reuse == 1:
+            return self._fresh(n)
+        if self.latents is None:  # the first step fills the pool
+            self.latents, self.images = self._fresh(self.batch * self.reuse * 8)
+        size = len(self.latents)
+        pick = torch.randperm(size, generator=self.gen)[:n]
+        latents, images = self.latents[pick], self.images[pick]
+        slots = torch.randperm(size, generator=self.gen)[: n // self.reuse]
+        self.latents[slots], self.images[slots] = self._fresh(len(slots))
+        return latents, images
+
+    def state_dict(self) -> dict:
+        pool = {} if self.latents is None else {"latents": self.latents.cpu(), "images": self.images.cpu()}
+        return {"gen": self.gen.get_state(), **pool}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.gen.set_state(state["gen"])
+        if "latents" in state:
+            self.latents, self.images = self.place(state["latents"]), state["images"].to(self.latents.device)
+
+
+class LearningCurve:
+    """Held-out bit accuracy (read through the extractor's margin, so the interior) and PSNR against steps and hours,
+    one JSON row per check, appended to `path`: the record a long run leaves for docs/results.md and its plot."""
+
+    SAMPLES, SIZE = 32, 128  # crops of held-out photos at 128 px: a few seconds per check
+
+    def __init__(self, trainer: "Trainer", path: Path):
+        self.trainer, self.path = trainer, path
+        cfg = dataclasses.replace(trainer.config, crop=self.SIZE)
+        self.latents, self.bits = held_out_crops(trainer.model, cfg, samples=self.SAMPLES, seed=123, bits_seed=5,
+                                                photos=trainer.photos)
+
+    def record(self, stream: dict[str, float]) -> dict:
+        t = self.trainer
+        accuracy, quality = crop_metrics(t.model, self.latents.to(t.device), self.bits.to(t.device))
+        row = {"step": t.step, "hours": round(t.train_seconds / 3600, 4), "held_out_bit_acc": round(accuracy, 4),
+               "held_out_psnr": round(quality, 2), "stream_bit_acc": round(stream.get("bit_acc", float("nan")), 4),
+               "stream_psnr": round(stream.get("psnr", float("nan")), 2)}
+        if t.curriculum is not None:
+            row.update(t.curriculum.summary())
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        log.info("held-out at step %d: bit_acc %.3f  psnr %.1f dB", t.step, accuracy, quality)
+        return row

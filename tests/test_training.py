@@ -141,7 +141,8 @@ def test_schedules_chain_ramps_and_survive_a_round_trip():
     assert again.to_dict() == cfg.to_dict() and again.to_dict()["quality_weight"] == ramps
     assert again.quality_weight.at(550) == 60.0
     assert cfg.cut_short(600) == [] and cfg.cut_short(550) == ["quality_weight (60 of 20)"]
-    assert load_config("default").cut_short(5000) == ["lr (0.0012 of 0.0003)", "decoder_lr (4e-05 of 1e-05)", "quality_weight (100 of 10)"]
+    cooling = load_config("tiny", {"lr": {"start": 3e-3, "end": 3e-4, "begin": 4500, "finish": 5250}, "decoder_lr": 1e-4})
+    assert cooling.cut_short(5000) == ["lr (0.0012 of 0.0003)"] and cooling.cut_short(5250) == []
     assert Schedule.parse({"start": 1, "end": 2, "begin": 3, "finish": 4}, "x").to_config() == {"start": 1, "end": 2, "begin": 3, "finish": 4}
     with pytest.raises(GenprintError, match="step order"):
         load_config("tiny", {"quality_weight": list(reversed(ramps))})
@@ -229,13 +230,13 @@ def test_extractor_margin_ignores_the_borders_and_keeps_small_images_readable():
     with torch.no_grad():
         assert torch.equal(extractor(framed), extractor(images))
         assert not torch.allclose(extractor(inside), extractor(images), atol=1e-3)
-        # 80 px leaves room for one grid cell each side, not two; 64 px for none.
-        assert torch.equal(extractor(images[..., 8:88, 8:88]), extractor(images[..., 16:80, 16:80]))
+        # Both read the same inner 48 px (config.INTERIOR): 80 px leave room for two grid cells a side, 64 px for one.
+        assert torch.equal(extractor(images[..., :80, :80]), extractor(images[..., 8:72, 8:72]))
         assert extractor(images[..., :64, :64]).shape == (2, 32)
     with pytest.raises(GenprintError, match="multiple of the decoder's grid"):
         Extractor(32, highpass=True, residual=True, margin=4).attach_reference(lambda x: x, 8)
-    with pytest.raises(GenprintError, match="at least 96 px"):
-        load_config("tiny", {"crop": 80, "extractor": {"width": 8, "depth": 2, "margin": 16}})
+    with pytest.raises(GenprintError, match="at least 80 px"):
+        load_config("tiny", {"crop": 72, "extractor": {"width": 8, "depth": 2, "margin": 16}})
 
 
 @pytest.mark.slow
