@@ -282,7 +282,8 @@ class TargetPool:
     def load_state_dict(self, state: dict) -> None:
         self.gen.set_state(state["gen"])
         if "latents" in state:
-            self.latents, self.images = self.place(state["latents"]), state["images"].to(self.latents.device)
+            self.latents = self.place(state["latents"])
+            self.images = state["images"].to(self.latents.device)
 
 
 class LearningCurve:

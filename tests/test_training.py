@@ -1,5 +1,6 @@
 """The joint training loop: it learns what it is told to, checkpoints resume exactly, configs are validated."""
 
+import json
 import shutil
 
 import numpy as np
@@ -185,13 +186,17 @@ def test_evaluation_suites_cover_the_issue():
         assert y.shape[0] == 3 and min(y.shape[1:]) >= 64 and 0 <= y.min() and y.max() <= 1
 
 
-@pytest.mark.parametrize("residual", [False, True], ids=["highpass", "residual"])
-def test_highpass_extractor_trains_and_round_trips_through_a_bundle(photos, tmp_path, residual):
-    """Also through ONNX: the residual reader re-renders images inside the exported graph, at any size."""
+@pytest.mark.parametrize("extractor", [{"width": 16, "depth": 4, "downsamples": 2, "highpass": True},
+                                       {"width": 16, "depth": 4, "downsamples": 2, "highpass": True, "residual": True},
+                                       {"highpass": True, "margin": 8, "stages": [[8, 1], [16, 2]]}],
+                         ids=["highpass", "residual", "stages-margin"])
+def test_highpass_extractor_trains_and_round_trips_through_a_bundle(photos, tmp_path, extractor):
+    """Also through ONNX: the residual reader re-renders images inside the exported graph, at any size; the margin is
+    cut from each input's own size."""
     from genprint.attribution import ExtractorRuntime, export_extractor
     from genprint.bundle import load_bundle
 
-    extractor = {"width": 16, "depth": 4, "downsamples": 2, "highpass": True, "residual": residual}
+    residual = extractor.get("residual", False)
     trainer = Trainer(load_config("tiny", {"holdout": 0.0, "extractor": extractor}), photos=photos)
     trainer.run(steps=2, progress=False)
     trainer.save_bundle(tmp_path / "bundle")
@@ -263,3 +268,85 @@ def test_smoke_training_raises_bit_accuracy_well_above_chance():
         marked = model.decode(model.encode(photos), bits)
     read = InversionReader(model, steps=50).bits(marked)
     assert (read == bits).mean() >= 0.9, (read == bits).mean()  # measured with `genprint eval --reader inversion`: docs/results.md
+
+
+def test_curriculum_advances_only_while_the_stream_reads_above_its_gate():
+    from genprint.curriculum import Curriculum, CurriculumConfig
+
+    config = CurriculumConfig.parse({"smoothing": 1, "psnr": [20, 30], "weight_rate": 0.1,
+                                     "quality": {"gate": 0.8, "steps": 4}, "attacks": {"gate": 0.9, "steps": 2},
+                                     "cooldown": {"steps": 2}})
+    c = Curriculum(config)
+    for step in range(1, 4):
+        c.update(0.7, 25.0, step)  # under the gate: nothing moves
+    assert (c.stage, c.psnr_target, c.attack_strength, c.lr_factor) == ("quality", 20, 0, 1)
+    for step in range(4, 8):
+        c.update(0.85, 25.0, step)
+    assert (c.stage, c.psnr_target, c.finished_at) == ("attacks", 30, {"quality": 7})
+    c.update(0.85, 25.0, 8)  # above quality's gate, under the attacks'
+    assert c.attack_strength == 0
+    for step in range(9, 13):
+        c.update(0.95, 25.0, step)
+    assert c.stage is None and c.attack_strength == 1 and c.lr_factor == pytest.approx(config.cooldown_factor)
+    # The quality weight is steered to the PSNR target: it rises while the stream is under it and falls while over.
+    weight = c.quality_weight
+    c.update(0.95, 20.0, 13)
+    assert c.quality_weight == pytest.approx(weight * np.exp(0.1 * (30 - 20)))
+    c.update(0.95, 40.0, 14)
+    assert c.quality_weight == pytest.approx(weight)
+    again = Curriculum(config)
+    again.load_state_dict(c.state_dict())
+    assert again.summary() == c.summary()
+
+
+def test_bad_curricula_and_precisions_are_refused():
+    with pytest.raises(GenprintError, match="drop them from the config"):
+        load_config("tiny", {"curriculum": {}, "quality_weight": 10.0})
+    with pytest.raises(GenprintError, match="gate in"):
+        load_config("tiny", {"curriculum": {"quality": {"gate": 2.0}}})
+    with pytest.raises(GenprintError, match="curriculum: .*unexpected keyword"):
+        load_config("tiny", {"curriculum": {"psnr_start": 20}})
+    with pytest.raises(GenprintError, match="precision must be one of"):
+        load_config("tiny", {"precision": "fp8"})
+    with pytest.raises(GenprintError, match="match no decoder module"):
+        Trainer(load_config("tiny", {"decoder_lr": 1e-4, "decoder_frozen": ["no.such.*"]}))
+
+
+@pytest.mark.parametrize("overrides", [{"reference_reuse": 2, "precision": "bf16"},
+                                       {"curriculum": {"quality": {"gate": 0.0, "steps": 2}}, "validate_every": 2}],
+                         ids=["pooled-targets-bf16", "curriculum"])
+def test_resume_reproduces_an_uninterrupted_run_with_pooled_targets_and_a_curriculum(photos, tmp_path, overrides):
+    """The target pool and the curriculum are state: a resumed run continues both exactly."""
+    cfg = load_config("tiny", {"holdout": 0.5, "complementary_pairs": True, **overrides})
+    straight = Trainer(cfg, photos=photos)
+    straight.run(steps=6, checkpoint_dir=tmp_path / "straight", progress=False)
+    Trainer(cfg, photos=photos).run(steps=3, checkpoint_dir=tmp_path / "split", progress=False)
+    resumed = Trainer(cfg, photos=photos)
+    resumed.run(steps=6, checkpoint_dir=tmp_path / "split", progress=False)
+    assert torch.equal(params(straight), params(resumed))
+    if straight.curriculum is not None:
+        assert resumed.curriculum.summary() == straight.curriculum.summary() and straight.curriculum.stage != "quality"
+        rows = [json.loads(line) for line in (tmp_path / "split" / "curve.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in rows] == [2, 3, 4, 6] and all(0 <= r["held_out_bit_acc"] <= 1 for r in rows)
+
+
+def test_target_pool_reuses_each_reference_decode(photos):
+    trainer = Trainer(load_config("tiny", {"holdout": 0.0, "batch_size": 4, "reference_reuse": 2, "precision": "fp32"}), photos=photos)
+    decoded = []
+    render = trainer.targets.reference
+    trainer.targets.reference = lambda latents: decoded.append(len(latents)) or render(latents)
+    latents, images = trainer.targets.sample(4)
+    assert decoded == [64, 2]  # the pool (4 x 2 x 8) once, then batch / reuse fresh windows a step
+    with torch.no_grad():
+        assert torch.allclose(images, trainer.model.decode_reference(latents), atol=1e-5)
+    trainer.targets.sample(4)
+    assert decoded == [64, 2, 2]
+
+
+def test_frozen_decoder_layers_stay_put(photos):
+    trainer = Trainer(load_config("tiny", {"holdout": 0.0, "decoder_lr": 1e-3, "decoder_frozen": ["18.*", "19"]}), photos=photos)
+    before = {k: v.clone() for k, v in trainer.model.decoder.state_dict().items()}
+    trainer.run(steps=2, progress=False)
+    after = trainer.model.decoder.state_dict()
+    moved = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert moved and not moved & {"18", "19"}
