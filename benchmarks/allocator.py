@@ -55,9 +55,15 @@ def child(keep: bool, repeats: int, train_steps: int) -> dict:
     trainer.train_step(), trainer.train_step()  # warm-up
     train = statistics.mean(timed(trainer.train_step, train_steps))
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {"applied": applied, "decode_batch16_128px_s": decode, "reader_step_256px_s_per_image": per_step,
-            "train_step_smoke_s": train, "peak_rss_mib": usage.ru_maxrss / 1024, "kernel_cpu_s": usage.ru_stime,
-            "user_cpu_s": usage.ru_utime}
+    return {
+        "applied": applied,
+        "decode_batch16_128px_s": decode,
+        "reader_step_256px_s_per_image": per_step,
+        "train_step_smoke_s": train,
+        "peak_rss_mib": usage.ru_maxrss / 1024,
+        "kernel_cpu_s": usage.ru_stime,
+        "user_cpu_s": usage.ru_utime,
+    }
 
 
 def main() -> None:
@@ -74,25 +80,55 @@ def main() -> None:
     results = {}
     for mode in MODES:
         print(f"running {mode} ...", flush=True)
-        done = subprocess.run([sys.executable, __file__, "--child", mode, "--repeats", str(args.repeats),
-                               "--train-steps", str(args.train_steps)], check=True, capture_output=True, text=True)
+        done = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                mode,
+                "--repeats",
+                str(args.repeats),
+                "--train-steps",
+                str(args.train_steps),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         results[mode] = json.loads(done.stdout.strip().splitlines()[-1])
     base, kept = results["glibc_default"], results["keep_freed_memory"]
     if not kept["applied"]:
         print("keep_freed_memory did not apply here (not glibc, or MALLOC_*/LD_PRELOAD set): both modes are the same")
-    speedup = {"decode_batch16_128px": base["decode_batch16_128px_s"] / kept["decode_batch16_128px_s"],
-               "train_step_smoke": base["train_step_smoke_s"] / kept["train_step_smoke_s"],
-               **{f"reader_step_256px_{b}": base["reader_step_256px_s_per_image"][b] / kept["reader_step_256px_s_per_image"][b]
-                  for b in base["reader_step_256px_s_per_image"]}}
-    write_result(args.out, {"benchmark": "allocator", "torch": torch.__version__, "threads": torch.get_num_threads(),
-                            "machine": platform.machine(), "repeats": args.repeats, "train_steps": args.train_steps,
-                            "results": results, "speedup": speedup})
-    rows = [("decode, batch 16 of 128 px (s)", "decode_batch16_128px_s", None),
-            ("reader step, 256 px, batch 1 (s / image)", "reader_step_256px_s_per_image", "batch_1"),
-            ("reader step, 256 px, batch 8 (s / image)", "reader_step_256px_s_per_image", "batch_8"),
-            ("smoke training step (s)", "train_step_smoke_s", None),
-            ("peak resident memory (MiB)", "peak_rss_mib", None),
-            ("CPU seconds in the kernel", "kernel_cpu_s", None)]
+    speedup = {
+        "decode_batch16_128px": base["decode_batch16_128px_s"] / kept["decode_batch16_128px_s"],
+        "train_step_smoke": base["train_step_smoke_s"] / kept["train_step_smoke_s"],
+        **{
+            f"reader_step_256px_{b}": base["reader_step_256px_s_per_image"][b]
+            / kept["reader_step_256px_s_per_image"][b]
+            for b in base["reader_step_256px_s_per_image"]
+        },
+    }
+    write_result(
+        args.out,
+        {
+            "benchmark": "allocator",
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "machine": platform.machine(),
+            "repeats": args.repeats,
+            "train_steps": args.train_steps,
+            "results": results,
+            "speedup": speedup,
+        },
+    )
+    rows = [
+        ("decode, batch 16 of 128 px (s)", "decode_batch16_128px_s", None),
+        ("reader step, 256 px, batch 1 (s / image)", "reader_step_256px_s_per_image", "batch_1"),
+        ("reader step, 256 px, batch 8 (s / image)", "reader_step_256px_s_per_image", "batch_8"),
+        ("smoke training step (s)", "train_step_smoke_s", None),
+        ("peak resident memory (MiB)", "peak_rss_mib", None),
+        ("CPU seconds in the kernel", "kernel_cpu_s", None),
+    ]
     print(f"{'':42} {'glibc default':>14} {'keep_freed_memory':>18}")
     for label, key, sub in rows:
         a, b = (r[key][sub] if sub else r[key] for r in (base, kept))

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Attribution service under load: a bounded closed-loop load generator on loopback against the local Serve app.
 
-    python benchmarks/attribution_load.py [--model BUNDLE] [--users 1000] [--requests 200] [--concurrency 8] [--side 256]
+    python benchmarks/attribution_load.py [--model BUNDLE] [--users 1000] [--requests 200] [--concurrency 8]
+        [--side 256]
 
 Starts the whole application (serving.local.LocalServe) with a fresh SQLite registry of --users fingerprints, then for
 batch size 1 (POST /v1/attribute, raw PNG) and 16 (POST /v1/attribute/batch, base64) sends --requests requests from
@@ -32,7 +33,7 @@ def untrained_bundle(out: Path) -> Path:
     from genprint.bundle import save_bundle
     from genprint.generators import load_adapter_source
     from genprint.model import GenprintModel
-    from genprint.paths import taef2_dir
+    from genprint.settings import taef2_dir
 
     return save_bundle(GenprintModel.create(load_adapter_source("taef2", taef2_dir()), nbits=48), out)
 
@@ -57,7 +58,9 @@ def run_load(url: str, key: str, body_for, n_requests: int, concurrency: int) ->
                 r = client.post(path, headers={"X-API-Key": key, **kwargs.pop("headers", {})}, **kwargs)
                 elapsed = time.perf_counter() - start
                 with lock:
-                    (latencies if r.status_code == 200 else failures).append(elapsed if r.status_code == 200 else r.status_code)
+                    (latencies if r.status_code == 200 else failures).append(
+                        elapsed if r.status_code == 200 else r.status_code
+                    )
 
     threads = [threading.Thread(target=client_loop) for _ in range(concurrency)]
     start = time.perf_counter()
@@ -67,9 +70,15 @@ def run_load(url: str, key: str, body_for, n_requests: int, concurrency: int) ->
         t.join()
     wall = time.perf_counter() - start
     lat = np.array(latencies) * 1000
-    return {"requests": n_requests, "ok": len(latencies), "failed": len(failures), "seconds": wall,
-            "requests_per_second": len(latencies) / wall, "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
-            "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None}
+    return {
+        "requests": n_requests,
+        "ok": len(latencies),
+        "failed": len(failures),
+        "seconds": wall,
+        "requests_per_second": len(latencies) / wall,
+        "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
+        "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
+    }
 
 
 def main() -> None:
@@ -111,8 +120,14 @@ def main() -> None:
     def batch16(i):
         return "/v1/attribute/batch", {"json": {"images": [{"base64": b64[(i + j) % len(b64)]} for j in range(16)]}}
 
-    settings = ServeSettings.load({"model": str(bundle), "registry_url": registry_url, "attribution_batch_size": 32,
-                                   "max_request_bytes": 64 << 20})
+    settings = ServeSettings.load(
+        {
+            "model": str(bundle),
+            "registry_url": registry_url,
+            "attribution_batch_size": 32,
+            "max_request_bytes": 64 << 20,
+        }
+    )
     results = {}
     with LocalServe(settings, port=0) as stack:
         for name, body_for, images in (("batch_1", single, 1), ("batch_16", batch16, 16)):
@@ -120,10 +135,18 @@ def main() -> None:
             r = run_load(stack.url, key, body_for, args.requests, args.concurrency)
             r["images_per_second"] = r["requests_per_second"] * images
             results[name] = r
-            print(f"{name}: {r['requests_per_second']:.1f} req/s, {r['images_per_second']:.1f} img/s, p50 {r['p50_ms']:.0f} ms, "
-                  f"p99 {r['p99_ms']:.0f} ms, {r['failed']} failed")
-    out = {"machine": platform.processor() or platform.machine(), "users": args.users, "side": args.side,
-           "concurrency": args.concurrency, "results": results}
+            print(
+                f"{name}: {r['requests_per_second']:.1f} req/s, {r['images_per_second']:.1f} img/s, "
+                f"p50 {r['p50_ms']:.0f} ms, "
+                f"p99 {r['p99_ms']:.0f} ms, {r['failed']} failed"
+            )
+    out = {
+        "machine": platform.processor() or platform.machine(),
+        "users": args.users,
+        "side": args.side,
+        "concurrency": args.concurrency,
+        "results": results,
+    }
     write_result(args.out, out)
 
 

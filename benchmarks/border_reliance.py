@@ -32,8 +32,13 @@ def views(size: int) -> dict:
     out = {"whole": lambda x: x}
     out |= {f"borders cut, {c} px": (lambda c: lambda x: x[:, c:-c, c:-c])(c) for c in (8, 16, 32, 64)}
     out |= {"left half": lambda x: x[..., :half], "right half": lambda x: x[..., half:]}
-    out |= {f"shifted {a},{b} px": (lambda a, b: lambda x: x[:, a:, b:])(a, b) for a, b in ((0, 1), (1, 1), (4, 4), (8, 8))}
-    out |= {f"{name} frame, 8 px": (lambda v: lambda x: F.pad(x, (8, 8, 8, 8), value=v))(v) for name, v in (("black", 0.0), ("grey", 0.5))}
+    out |= {
+        f"shifted {a},{b} px": (lambda a, b: lambda x: x[:, a:, b:])(a, b) for a, b in ((0, 1), (1, 1), (4, 4), (8, 8))
+    }
+    out |= {
+        f"{name} frame, 8 px": (lambda v: lambda x: F.pad(x, (8, 8, 8, 8), value=v))(v)
+        for name, v in (("black", 0.0), ("grey", 0.5))
+    }
     return out
 
 
@@ -43,8 +48,11 @@ def band_rms(difference: torch.Tensor) -> dict[str, float]:
     y, x = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     dist = torch.minimum(torch.minimum(y, h - 1 - y), torch.minimum(x, w - 1 - x))
     energy = difference.pow(2).mean((0, 1))
-    return {f"{lo}-{hi if hi < 10_000 else 'centre'} px": float(energy[(dist >= lo) & (dist < hi)].mean().sqrt())
-            for lo, hi in BANDS if ((dist >= lo) & (dist < hi)).any()}
+    return {
+        f"{lo}-{hi if hi < 10_000 else 'centre'} px": float(energy[(dist >= lo) & (dist < hi)].mean().sqrt())
+        for lo, hi in BANDS
+        if ((dist >= lo) & (dist < hi)).any()
+    }
 
 
 def main() -> None:
@@ -73,8 +81,8 @@ def main() -> None:
     with torch.no_grad():
         marked, original = [], []
         for i in range(0, len(sources), 8):  # 8 at a time: bounded memory
-            latents = model.encode(sources[i:i + 8])
-            marked.append(model.decode(latents, bits[i:i + 8]))
+            latents = model.encode(sources[i : i + 8])
+            marked.append(model.decode(latents, bits[i : i + 8]))
             original.append(model.decode_reference(latents))
         marked, original = torch.cat(marked), torch.cat(original)
         accuracy = {}
@@ -83,12 +91,25 @@ def main() -> None:
             accuracy[name] = float((read == bits).mean())
             print(f"{name}: bit accuracy {accuracy[name]:.3f}", flush=True)
     energy = band_rms(marked - original)
-    print("RMS difference from the original decoder by distance from the border: "
-          + ", ".join(f"{k} {v:.4f}" for k, v in energy.items()))
-    write_result(args.out, {"benchmark": "border_reliance", "model_id": model.bundle_config["model_id"],
-                            "images": len(marked), "size": args.size, "bit_accuracy": accuracy, "rms_difference_by_border_distance": energy,
-                            "extractor": model.extractor.config, "seconds": round(time.perf_counter() - started, 1),
-                            "threads": torch.get_num_threads(), "torch": torch.__version__})
+    print(
+        "RMS difference from the original decoder by distance from the border: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in energy.items())
+    )
+    write_result(
+        args.out,
+        {
+            "benchmark": "border_reliance",
+            "model_id": model.bundle_config["model_id"],
+            "images": len(marked),
+            "size": args.size,
+            "bit_accuracy": accuracy,
+            "rms_difference_by_border_distance": energy,
+            "extractor": model.extractor.config,
+            "seconds": round(time.perf_counter() - started, 1),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
+    )
 
 
 if __name__ == "__main__":

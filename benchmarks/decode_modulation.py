@@ -28,7 +28,7 @@ def load_model(path: str | None, nbits: int, device: str):
     from genprint.bundle import load_bundle
     from genprint.generators import load_adapter_source
     from genprint.model import GenprintModel
-    from genprint.paths import taef2_dir
+    from genprint.settings import taef2_dir
 
     if path:
         return load_bundle(path, device)
@@ -63,11 +63,11 @@ def main() -> None:
     latents = torch.randn(batch, model.adapter.latent_channels, args.latent, args.latent, device=device)
     bits = bits_tensor(random_fingerprints(batch, model.nbits), device)
     with torch.no_grad():
-        many = model.scales(bits)                                  # 16 different users
+        many = model.scales(bits)  # 16 different users
         one = [s[:1].expand(batch, -1).contiguous() for s in many]  # 16 samples of one user
-    plain = model.adapter.copy_decoder().to(device).eval()          # the serving decoder that swapping reloads
+    plain = model.adapter.copy_decoder().to(device).eval()  # the serving decoder that swapping reloads
     plain._forward_pre_hooks.clear()
-    prebaked = [model.bake(bits[i:i + 1]).state_dict() for i in range(batch)]
+    prebaked = [model.bake(bits[i : i + 1]).state_dict() for i in range(batch)]
 
     def sync():
         if device.startswith("cuda"):
@@ -76,9 +76,10 @@ def main() -> None:
     def swap(rebake: bool):
         def run():
             for i in range(batch):  # one request per user: new weights, then a batch-1 decode
-                state = model.bake(bits[i:i + 1]).state_dict() if rebake else prebaked[i]
+                state = model.bake(bits[i : i + 1]).state_dict() if rebake else prebaked[i]
                 plain.load_state_dict(state)
-                model.adapter.decode(latents[i:i + 1], decoder=plain)
+                model.adapter.decode(latents[i : i + 1], decoder=plain)
+
         return run
 
     variants = {
@@ -104,8 +105,13 @@ def main() -> None:
     med = {name: statistics.median(t) for name, t in times.items()}
     users = f"fingerprinted_{batch}_users"
     result = {
-        "device": device, "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
-        "batch": batch, "image_side": args.latent * model.adapter.downscale, "repeats": args.repeats,
+        "device": device,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "batch": batch,
+        "image_side": args.latent * model.adapter.downscale,
+        "repeats": args.repeats,
         "median_seconds": med,
         "images_per_second": {name: batch / s for name, s in med.items()},
         "modulation_overhead_pct": 100 * (med["fingerprinted_1_user"] / med["original"] - 1),
@@ -113,13 +119,20 @@ def main() -> None:
         "speedup_vs_swap_bake_and_load": med["swap_bake_and_load"] / med[users],
         "speedup_vs_swap_load_prebaked": med["swap_load_prebaked"] / med[users],
     }
-    result["targets"] = {"modulation_overhead_pct<=5": result["modulation_overhead_pct"] <= 5,
-                         "many_vs_one_user_pct<=5": result["many_vs_one_user_pct"] <= 5,
-                         "speedup_vs_swap_bake_and_load>=5": result["speedup_vs_swap_bake_and_load"] >= 5}
+    result["targets"] = {
+        "modulation_overhead_pct<=5": result["modulation_overhead_pct"] <= 5,
+        "many_vs_one_user_pct<=5": result["many_vs_one_user_pct"] <= 5,
+        "speedup_vs_swap_bake_and_load>=5": result["speedup_vs_swap_bake_and_load"] >= 5,
+    }
     write_result(args.out, result)
     for name, s in med.items():
         print(f"{name:>28}: {s * 1000:9.1f} ms / batch of {batch}  ({batch / s:7.1f} img/s)")
-    for key in ("modulation_overhead_pct", "many_vs_one_user_pct", "speedup_vs_swap_bake_and_load", "speedup_vs_swap_load_prebaked"):
+    for key in (
+        "modulation_overhead_pct",
+        "many_vs_one_user_pct",
+        "speedup_vs_swap_bake_and_load",
+        "speedup_vs_swap_load_prebaked",
+    ):
         print(f"{key}: {result[key]:.2f}")
 
 

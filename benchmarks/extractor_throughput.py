@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import torch
-
-from genprint.attribution import ExtractorRuntime, export_extractor
-from genprint.extractor import Extractor
 from _results import write_result
+
+from genprint.extractor import Extractor
+from genprint.readers import ExtractorRuntime, export_extractor
 
 
 def rate(fn, batch: int, seconds: float) -> float:
@@ -53,19 +53,34 @@ def main() -> None:
     torch.set_num_threads(threads)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        runtime = ExtractorRuntime(export_extractor(extractor, Path(tmp) / "extractor.onnx"), providers=["CPUExecutionProvider"],
-                                   threads=threads)
+        runtime = ExtractorRuntime(
+            export_extractor(extractor, Path(tmp) / "extractor.onnx"),
+            providers=["CPUExecutionProvider"],
+            threads=threads,
+        )
         for batch in args.batches:
             images = torch.rand(batch, 3, args.size, args.size)
             array = images.numpy()
             with torch.inference_mode():
                 eager = rate(lambda: extractor(images), batch, args.seconds)
             ort_rate = rate(lambda: runtime.logits(array), batch, args.seconds)
-            rows.append({"batch": batch, "eager_images_per_s": eager, "ort_images_per_s": ort_rate, "speedup": ort_rate / eager})
-            print(f"batch {batch:>3}: eager {eager:8.1f} img/s   ORT CPU {ort_rate:8.1f} img/s   x{ort_rate / eager:.2f}", flush=True)
-    result = {"benchmark": "extractor_throughput", "size": args.size, "threads": threads, "torch": torch.__version__,
-              "onnxruntime": __import__("onnxruntime").__version__, "extractor": extractor.config, "results": rows,
-              "target": "ORT >= 2x eager at batch 64"}
+            rows.append(
+                {"batch": batch, "eager_images_per_s": eager, "ort_images_per_s": ort_rate, "speedup": ort_rate / eager}
+            )
+            print(
+                f"batch {batch:>3}: eager {eager:8.1f} img/s   ORT CPU {ort_rate:8.1f} img/s   x{ort_rate / eager:.2f}",
+                flush=True,
+            )
+    result = {
+        "benchmark": "extractor_throughput",
+        "size": args.size,
+        "threads": threads,
+        "torch": torch.__version__,
+        "onnxruntime": __import__("onnxruntime").__version__,
+        "extractor": extractor.config,
+        "results": rows,
+        "target": "ORT >= 2x eager at batch 64",
+    }
     write_result(args.out, result)
 
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Seconds per image of the inversion reader against the model's CNN extractor, in the same run, and of its angle search.
+"""Seconds per image of the inversion reader against the model's CNN extractor, in the same run, \
+and of its angle search.
 
     python benchmarks/inversion_reader.py [--model BUNDLE] [--size 256] [--steps 50] [--batches 1 2] [--device cpu]
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-from pathlib import Path
 
 import torch
 from _results import write_result
@@ -60,16 +60,40 @@ def main() -> None:
         with torch.no_grad():
             made = model.re_render(images)
             turned = rotated(made, torch.full((batch,), 12.4, device=args.device))
-            search = {name: seconds(lambda: [reader.find_rotation(x[None]) for x in imgs], repeats=1, warm_up=False) / batch
-                      for name, imgs in (("upright", made), ("turned", turned))}
-        rows.append({"batch": batch, "inversion_s_per_image": inversion, "cnn_s_per_image": extractor, "ratio": inversion / extractor,
-                     "angle_search_s_per_image": search})
-        print(f"batch {batch}: inversion ({args.steps} steps, with its angle search) {inversion:.2f} s/img   CNN extractor "
-              f"{extractor:.3f} s/img   x{inversion / extractor:.0f}   angle search alone: upright {search['upright']:.2f} s/img, "
-              f"turned {search['turned']:.2f} s/img", flush=True)
-    write_result(args.out, {"benchmark": "inversion_reader", "size": args.size, "steps": args.steps, "device": args.device,
-                            "threads": torch.get_num_threads(), "torch": torch.__version__, "machine": platform.machine(),
-                            "extractor": model.extractor.config, "results": rows})
+            search = {
+                name: seconds(lambda: [reader.find_rotation(x[None]) for x in imgs], repeats=1, warm_up=False) / batch
+                for name, imgs in (("upright", made), ("turned", turned))
+            }
+        rows.append(
+            {
+                "batch": batch,
+                "inversion_s_per_image": inversion,
+                "cnn_s_per_image": extractor,
+                "ratio": inversion / extractor,
+                "angle_search_s_per_image": search,
+            }
+        )
+        print(
+            f"batch {batch}: inversion ({args.steps} steps, with its angle search) {inversion:.2f} s/img   "
+            f"CNN extractor {extractor:.3f} s/img   x{inversion / extractor:.0f}   "
+            f"angle search alone: upright {search['upright']:.2f} s/img, "
+            f"turned {search['turned']:.2f} s/img",
+            flush=True,
+        )
+    write_result(
+        args.out,
+        {
+            "benchmark": "inversion_reader",
+            "size": args.size,
+            "steps": args.steps,
+            "device": args.device,
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "machine": platform.machine(),
+            "extractor": model.extractor.config,
+            "results": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

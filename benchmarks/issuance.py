@@ -12,9 +12,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from _results import write_result
+
 from genprint.registry import Registry
 from genprint.registry.codes import default_min_distance
-from _results import write_result
 
 
 def main() -> None:
@@ -39,11 +40,22 @@ def main() -> None:
             matcher = registry.matcher("bench-model")  # a fresh process's first load of every code
             load = time.perf_counter() - t
     assert len(issued) == args.count == counts["fingerprints"] == len(matcher)
-    result = {"benchmark": "issuance", "backend": url.split(":", 1)[0], "count": args.count, "nbits": args.nbits,
-              "min_distance": default_min_distance(args.nbits), "issue_and_commit_s": elapsed, "users_per_s": args.count / elapsed,
-              "matcher_load_s": load, "target": "<= 60 s for 1e6 (SQLite)"}
-    print(f"issued and committed {args.count:,} users ({args.nbits}-bit, min distance {result['min_distance']}) in {elapsed:.1f} s "
-          f"({result['users_per_s']:,.0f}/s); matcher loaded them in {load:.1f} s")
+    result = {
+        "benchmark": "issuance",
+        "backend": url.split(":", 1)[0],
+        "count": args.count,
+        "nbits": args.nbits,
+        "min_distance": default_min_distance(args.nbits),
+        "issue_and_commit_s": elapsed,
+        "users_per_s": args.count / elapsed,
+        "matcher_load_s": load,
+        "target": "<= 60 s for 1e6 (SQLite)",
+    }
+    print(
+        f"issued and committed {args.count:,} users ({args.nbits}-bit, min distance {result['min_distance']}) "
+        f"in {elapsed:.1f} s "
+        f"({result['users_per_s']:,.0f}/s); matcher loaded them in {load:.1f} s"
+    )
     write_result(args.out, result)
 
 

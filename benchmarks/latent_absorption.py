@@ -7,8 +7,8 @@ The inversion reader fits a latent and a code together. Whatever part of the cod
 could also make, the fitted latent can take, and the code is then read from the rest. Two measurements, on held-out
 photos:
 - absorbed: for each photo, a latent change is fitted (Adam, `--absorb-steps`) so that the decoder with the neutral
-  code (every scale 1) reproduces the fingerprinted image, with and without a Gaussian blur (k5) applied to both; it reports the fraction
-  of the fingerprint's energy that is left over;
+  code (every scale 1) reproduces the fingerprinted image, with and without a Gaussian blur (k5) applied to both; it
+  reports the fraction of the fingerprint's energy that is left over;
 - reading: bit accuracy under each attack, with the latent fitted from the encoder's estimate (the reader as shipped,
   without its angle search, since none of these attacks turns the image), with the generating latent held fixed, and
   held where a code-blind encoder would put it: the stock encoder's estimate of the unfingerprinted rendering of the
@@ -39,7 +39,8 @@ def photo_batch(holdout: float, count: int, size: int) -> torch.Tensor:
 
 
 def under(attack, images: torch.Tensor) -> torch.Tensor:
-    """`images` each through `attack` (None: as they are), image j with seed j: every reading of image j sees one draw."""
+    """`images` each through `attack` (None: as they are), image j with seed j: every reading of image j sees one
+    draw."""
     return images if attack is None else torch.stack([attack(x, seed=j) for j, x in enumerate(images)])
 
 
@@ -55,7 +56,9 @@ def fingerprinted(model, count: int, size: int):
         return bits, latents, model.decode(latents, bits), model.decode(latents)
 
 
-def left_over(model, latents: torch.Tensor, marked: torch.Tensor, unmarked: torch.Tensor, blur: int, steps: int) -> list[float]:
+def left_over(
+    model, latents: torch.Tensor, marked: torch.Tensor, unmarked: torch.Tensor, blur: int, steps: int
+) -> list[float]:
     """Per image: the fraction of (blurred) fingerprint energy no latent change found by Adam reproduces."""
     from genprint.attacks.ops import gaussian_blur
 
@@ -64,7 +67,7 @@ def left_over(model, latents: torch.Tensor, marked: torch.Tensor, unmarked: torc
     optimizer = torch.optim.Adam([delta], lr=0.02)
     for _ in range(steps):
         loss = (seen(model.decode(latents + delta)) - seen(marked)).pow(2).mean()
-        delta.grad, = torch.autograd.grad(loss, [delta])
+        (delta.grad,) = torch.autograd.grad(loss, [delta])
         optimizer.step()
     with torch.no_grad():
         rest = (seen(model.decode(latents + delta)) - seen(marked)).pow(2).flatten(1).sum(1)
@@ -79,7 +82,9 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="a trained bundle directory")
     parser.add_argument("--photos", type=int, default=4, help="held-out photos read under each attack")
     parser.add_argument("--size", type=int, default=256, help="centre crop read by the reader")
-    parser.add_argument("--attacks", default="noise_0.1,noise_0.2,blur_k5,jpeg_50", help="evaluation attacks, comma separated")
+    parser.add_argument(
+        "--attacks", default="noise_0.1,noise_0.2,blur_k5,jpeg_50", help="evaluation attacks, comma separated"
+    )
     parser.add_argument("--steps", type=int, default=50, help="inversion reader steps")
     parser.add_argument("--absorb-photos", type=int, default=3)
     parser.add_argument("--absorb-size", type=int, default=128)
@@ -103,7 +108,10 @@ def main() -> None:
     for blur in (0, 5):
         name = f"blur_k{blur}" if blur else "clean"
         absorbed[name] = left_over(model, latents, marked, unmarked, blur, args.absorb_steps)
-        print(f"{name}: fingerprint energy left over after the latent fit: {np.round(absorbed[name], 3).tolist()}", flush=True)
+        print(
+            f"{name}: fingerprint energy left over after the latent fit: {np.round(absorbed[name], 3).tolist()}",
+            flush=True,
+        )
 
     bits, latents, marked, unmarked = fingerprinted(model, args.photos, args.size)
     fitted = InversionReader(model, steps=args.steps, max_rotation=0)
@@ -113,17 +121,35 @@ def main() -> None:
         uploads = under(attacks.get(name), marked)  # "clean" names no attack
         with torch.no_grad():
             code_blind = model.encode(under(attacks.get(name), unmarked))
-        reads = {"fitted_latent": fitted.logits(uploads), "generating_latent": held.logits(uploads, latents),
-                 "code_blind_encoder": held.logits(uploads, code_blind)}
+        reads = {
+            "fitted_latent": fitted.logits(uploads),
+            "generating_latent": held.logits(uploads, latents),
+            "code_blind_encoder": held.logits(uploads, code_blind),
+        }
         reading[name] = row = {how: float(((r > 0) == bits).mean()) for how, r in reads.items()}
-        print(f"{name}: bit accuracy, latent fitted {row['fitted_latent']:.3f}, generating latent held {row['generating_latent']:.3f}, "
-              f"code-blind encoder's latent held {row['code_blind_encoder']:.3f}", flush=True)
-    write_result(args.out, {"benchmark": "latent_absorption", "model_id": model.bundle_config["model_id"],
-                            "absorb": {"photos": args.absorb_photos, "size": args.absorb_size, "steps": args.absorb_steps,
-                                       "left_over_fraction": absorbed},
-                            "reading": {"photos": args.photos, "size": args.size, "steps": args.steps, "bit_accuracy": reading},
-                            "seconds": round(time.perf_counter() - started, 1), "threads": torch.get_num_threads(),
-                            "torch": torch.__version__})
+        print(
+            f"{name}: bit accuracy, latent fitted {row['fitted_latent']:.3f}, "
+            f"generating latent held {row['generating_latent']:.3f}, "
+            f"code-blind encoder's latent held {row['code_blind_encoder']:.3f}",
+            flush=True,
+        )
+    write_result(
+        args.out,
+        {
+            "benchmark": "latent_absorption",
+            "model_id": model.bundle_config["model_id"],
+            "absorb": {
+                "photos": args.absorb_photos,
+                "size": args.absorb_size,
+                "steps": args.absorb_steps,
+                "left_over_fraction": absorbed,
+            },
+            "reading": {"photos": args.photos, "size": args.size, "steps": args.steps, "bit_accuracy": reading},
+            "seconds": round(time.perf_counter() - started, 1),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
-"""Which of TAEF2's convolutions should carry the code, for the inversion reader to read it through blur, noise and JPEG.
+"""Which of TAEF2's convolutions should carry the code, for the inversion reader to read it \
+through blur, noise and JPEG.
 
-    python benchmarks/modulation_sites.py [--sites all,1/8,1/4,1/2,1/1] [--psnr 33] [--attacks noise_0.1,blur_k5,jpeg_50]
+    python benchmarks/modulation_sites.py [--sites all,1/8,1/4,1/2,1/1] [--psnr 33]
+        [--attacks noise_0.1,blur_k5,jpeg_50]
 
 The inversion reader reads a code through the decoder itself, so it needs no trained mapping: any mapping whose code
-changes the image will do. What it cannot read is the part of the code that a change of latent also makes (docs/research.md,
-"Why blur, noise and JPEG fall short"), and that depends on where the code acts. For each site (the residual blocks'
-3x3 convs at one resolution, relative to the output's, or all 30), this gives a random linear mapping (depth 0, the
-same seed at every site) whose strength is set by bisection so that the fingerprinted decoder's output sits at
-`--psnr` dB from the original's on the held-out photos read. Every site then costs the same image quality, and the
-reader (as shipped, without the angle search: no attack here turns the image) reads each attack on them. TAEF2 only.
+changes the image will do. What it cannot read is the part of the code that a change of latent also makes
+(docs/research.md, "Why blur, noise and JPEG fall short"), and that depends on where the code acts. For each site (the
+residual blocks' 3x3 convs at one resolution, relative to the output's, or all 30), this gives a random linear mapping
+(depth 0, the same seed at every site) whose strength is set by bisection so that the fingerprinted decoder's output
+sits at `--psnr` dB from the original's on the held-out photos read. Every site then costs the same image quality, and
+the reader (as shipped, without the angle search: no attack here turns the image) reads each attack on them. TAEF2 only.
 Writes benchmarks/results/modulation_sites.json.
 """
 
@@ -33,7 +35,9 @@ def site_patterns(site: str) -> list[str]:
     return [f"{b}.conv.*" for b in blocks]
 
 
-def calibrated(model, latents: torch.Tensor, reference: torch.Tensor, bits: np.ndarray, target_db: float, seed: int) -> float:
+def calibrated(
+    model, latents: torch.Tensor, reference: torch.Tensor, bits: np.ndarray, target_db: float, seed: int
+) -> float:
     """Scale a random direction of the mapping's weights until the fingerprinted output sits at `target_db` (mean over
     the images) from `reference`, the original decoder's; returns the weights' standard deviation."""
     from genprint.metrics import psnr
@@ -41,6 +45,7 @@ def calibrated(model, latents: torch.Tensor, reference: torch.Tensor, bits: np.n
     g = torch.Generator().manual_seed(seed)
     directions = [torch.randn(a.weight.shape, generator=g) for a in model.mapping.affines]
     with torch.no_grad():
+
         def db(std: float) -> float:
             for a, d in zip(model.mapping.affines, directions):
                 a.weight.copy_(d * std)
@@ -75,7 +80,7 @@ def main() -> None:
     from genprint.generators import load_adapter_source
     from genprint.inversion import InversionReader
     from genprint.model import GenprintModel
-    from genprint.paths import taef2_dir
+    from genprint.settings import taef2_dir
 
     sites, names = args.sites.split(","), args.attacks.split(",")
     attacks = {a.name: a for a in attack_suite(None)}
@@ -99,16 +104,31 @@ def main() -> None:
             marked = model.decode(latents, bits)
             rms = float((marked - reference).pow(2).mean().sqrt())
         reader = InversionReader(model, steps=args.steps, max_rotation=0)
-        row = results[site] = {"convs": len(model.mapping.affines), "weight_std": round(std, 5), "rms_change": round(rms, 4),
-                               "bit_accuracy": {}}
+        row = results[site] = {
+            "convs": len(model.mapping.affines),
+            "weight_std": round(std, 5),
+            "rms_change": round(rms, 4),
+            "bit_accuracy": {},
+        }
         for name in ["clean"] + names:
             uploads = under(attacks.get(name), marked)  # "clean" names no attack
             row["bit_accuracy"][name] = accuracy = float(((reader.logits(uploads) > 0) == bits).mean())
             print(f"site {site} ({row['convs']} convs, RMS change {rms:.4f}): {name} {accuracy:.3f}", flush=True)
-    write_result(args.out, {"benchmark": "modulation_sites", "psnr_db": args.psnr, "photos": args.photos, "size": args.size,
-                            "steps": args.steps, "seed": args.seed, "sites": results,
-                            "seconds": round(time.perf_counter() - started, 1), "threads": torch.get_num_threads(),
-                            "torch": torch.__version__})
+    write_result(
+        args.out,
+        {
+            "benchmark": "modulation_sites",
+            "psnr_db": args.psnr,
+            "photos": args.photos,
+            "size": args.size,
+            "steps": args.steps,
+            "seed": args.seed,
+            "sites": results,
+            "seconds": round(time.perf_counter() - started, 1),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -27,8 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _results import write_result  # noqa: E402
 
 # The step up to 2026-12-02: `default`'s re-rendering residual reader, in full precision and the default layout.
-BEFORE = {"extractor": {"width": 64, "depth": 1, "downsamples": 0, "highpass": True, "residual": True},
-          "precision": "fp32", "channels_last": False}
+BEFORE = {
+    "extractor": {"width": 64, "depth": 1, "downsamples": 0, "highpass": True, "residual": True},
+    "precision": "fp32",
+    "channels_last": False,
+}
 LEVERS = [  # (name, overrides added to the row above)
     ("before", {}),
     ("channels_last", {"channels_last": True}),
@@ -64,9 +67,14 @@ def time_steps(config, photos: str, warmup: int, steps: int) -> dict:
         trainer.train_step()
         times.append(time.perf_counter() - started)
     median = statistics.median(times)
-    return {"step_seconds_median": round(median, 4), "step_seconds_min": round(min(times), 4),
-            "step_seconds_max": round(max(times), 4), "steps_per_s": round(1 / median, 3),
-            "images_per_s": round(config.batch_size / median, 2), "bf16": trainer.bf16}
+    return {
+        "step_seconds_median": round(median, 4),
+        "step_seconds_min": round(min(times), 4),
+        "step_seconds_max": round(max(times), 4),
+        "steps_per_s": round(1 / median, 3),
+        "images_per_s": round(config.batch_size / median, 2),
+        "bf16": trainer.bf16,
+    }
 
 
 def in_process(args) -> dict:
@@ -85,40 +93,63 @@ def in_process(args) -> dict:
         for name, overrides in step_variants(args.config):
             config = load_config(args.config, overrides)
             row = {"variant": name, **time_steps(config, tmp, args.warmup, args.steps)}
-            row["speedup_vs_before"] = round(rows[0]["step_seconds_median"] / row["step_seconds_median"], 2) if rows else 1.0
+            row["speedup_vs_before"] = (
+                round(rows[0]["step_seconds_median"] / row["step_seconds_median"], 2) if rows else 1.0
+            )
             rows.append(row)
             print(json.dumps(row), flush=True)
-    return {"mode": "in-process step", "config": args.config, "batch_size": config.batch_size, "crop": config.crop,
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(), "variants": rows}
+    return {
+        "mode": "in-process step",
+        "config": args.config,
+        "batch_size": config.batch_size,
+        "crop": config.crop,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "variants": rows,
+    }
 
 
 def on_ray(args) -> dict:
     import ray
 
     from genprint.config import load_config
-    from pipelines.train import init_ray, train_distributed
+    from pipelines.ray_train import train_distributed
 
     # checkpoint only at the end: the numbers are about training, not storage
     config = load_config(args.config, {"steps": args.steps, "checkpoint_every": args.steps, "log_every": args.steps})
     rows = []
     with tempfile.TemporaryDirectory(prefix="gp-bench-") as tmp:
-        init_ray(None, max(args.workers))
-        try:
-            for workers in args.workers:
-                started = time.perf_counter()
-                summary = train_distributed(config, name=f"bench-{workers}w", out=f"{tmp}/out-{workers}", storage=f"{tmp}/ray",
-                                            workers=workers, photos=args.data, gpus_per_worker=args.gpus_per_worker,
-                                            track=False, max_failures=0)
-                row = {"workers": workers, "steps": summary["step"], "batch_size_per_worker": config.batch_size,
-                       "steps_per_s": round(summary["steps_per_s"], 3),
-                       "images_per_s": round(summary["steps_per_s"] * config.batch_size * workers, 2),
-                       "wall_seconds_including_startup": round(time.perf_counter() - started, 1),
-                       "final_bit_acc": round(summary["bit_acc"], 4)}
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-        finally:
-            ray.shutdown()
-    return {"mode": "ray train", "config": args.config, "gpus_per_worker": args.gpus_per_worker, "ray": ray.__version__, "runs": rows}
+        for workers in args.workers:  # each run starts a local Ray and stops it (start-up excluded from steps/s)
+            started = time.perf_counter()
+            summary = train_distributed(
+                config,
+                name=f"bench-{workers}w",
+                out=f"{tmp}/out-{workers}",
+                storage=f"{tmp}/ray",
+                workers=workers,
+                photos=args.data,
+                gpus_per_worker=args.gpus_per_worker,
+                track=False,
+                max_failures=0,
+            )
+            row = {
+                "workers": workers,
+                "steps": summary["step"],
+                "batch_size_per_worker": config.batch_size,
+                "steps_per_s": round(summary["steps_per_s"], 3),
+                "images_per_s": round(summary["steps_per_s"] * config.batch_size * workers, 2),
+                "wall_seconds_including_startup": round(time.perf_counter() - started, 1),
+                "final_bit_acc": round(summary["bit_acc"], 4),
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return {
+        "mode": "ray train",
+        "config": args.config,
+        "gpus_per_worker": args.gpus_per_worker,
+        "ray": ray.__version__,
+        "runs": rows,
+    }
 
 
 def main() -> int:
@@ -136,8 +167,14 @@ def main() -> int:
     import torch
 
     result = on_ray(args) if args.workers else in_process(args)
-    result.update({"benchmark": "train_throughput", "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                   "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"})
+    result.update(
+        {
+            "benchmark": "train_throughput",
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
+        }
+    )
     write_result(args.out, result)
     return 0
 

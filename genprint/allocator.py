@@ -20,10 +20,15 @@ def keep_freed_memory() -> bool:
     """Make glibc keep freed memory in the process for reuse: no mmap for large blocks, no trimming of the heap. The
     process keeps up to its peak memory instead of handing it back. Nothing is changed off glibc, or where the operator
     chose an allocator already (a `MALLOC_*` variable, or one preloaded). Returns whether the setting was applied."""
-    if not sys.platform.startswith("linux") or "LD_PRELOAD" in os.environ or any(k.startswith("MALLOC_") for k in os.environ):
+    if (
+        not sys.platform.startswith("linux")
+        or "LD_PRELOAD" in os.environ
+        or any(k.startswith("MALLOC_") for k in os.environ)
+    ):
         return False
     libc = ctypes.CDLL(None)  # the C library this process runs on
     if not hasattr(libc, "gnu_get_libc_version"):  # not glibc (musl has its own allocator)
         return False
-    # Both documented in mallopt(3): M_MMAP_MAX 0 disables mmap for large requests; M_TRIM_THRESHOLD -1 disables trimming.
+    # Both documented in mallopt(3): M_MMAP_MAX 0 disables mmap for large requests; M_TRIM_THRESHOLD -1 disables
+    # trimming.
     return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, -1))

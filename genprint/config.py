@@ -15,7 +15,8 @@ from genprint.fingerprint import check_nbits
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 # The extractor's smallest input side; here so configs can check crops without importing torch.
 MIN_SIZE = 64
-# The fewest px a side that the extractor's margin leaves to read: a 64 px training crop keeps its inner 48 px at a margin of 8.
+# The fewest px a side that the extractor's margin leaves to read: a 64 px training crop keeps its inner 48 px at a
+# margin of 8.
 INTERIOR = 48
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -67,11 +68,11 @@ class Schedule:
         return ramps[0] if len(ramps) == 1 else ramps
 
     @classmethod
-    def constant(cls, value: float) -> "Schedule":
+    def constant(cls, value: float) -> Schedule:
         return cls([Ramp(value, value)])
 
     @classmethod
-    def parse(cls, value, name: str) -> "Schedule":
+    def parse(cls, value, name: str) -> Schedule:
         if isinstance(value, Schedule):
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -86,8 +87,10 @@ class Schedule:
             raise GenprintError(f"{name}: {exc}; a ramp takes start, end, begin, finish") from None
         for before, after in zip(ramps, ramps[1:]):
             if after.begin < before.ends:
-                raise GenprintError(f"{name}: ramps must follow one another in step order; one beginning at step "
-                                    f"{after.begin} overlaps the one before it (steps {before.begin}-{before.finish})")
+                raise GenprintError(
+                    f"{name}: ramps must follow one another in step order; one beginning at step "
+                    f"{after.begin} overlaps the one before it (steps {before.begin}-{before.finish})"
+                )
         return cls(ramps)
 
 
@@ -98,31 +101,37 @@ class TrainConfig:
     nbits: int = 48
     steps: int = 1000
     batch_size: int = 16
-    crop: int = 64
-    reference_reuse: int = 1                   # steps a window's reference decode serves (training.TargetPool); 1: always fresh
-    complementary_pairs: bool = False          # each latent crop decoded with a code and its complement (docs/research.md, Training)
-    holdout: float = 0.2                       # fraction of photos kept for evaluation (stable by file name)
+    # Training crop side in px; a list draws one size per step, the batch scaled to the first size's pixels
+    crop: int | list[int] = 64
+    # Steps a window's reference decode serves (training.TargetPool); 1: always fresh
+    reference_reuse: int = 1
+    # Each latent crop decoded with a code and its complement (docs/research.md, Training)
+    complementary_pairs: bool = False
+    holdout: float = 0.2  # fraction of photos kept for evaluation (stable by file name)
     generator: dict = field(default_factory=lambda: {"family": "taef2", "source": None})
-    modulate: list[str] | None = None          # glob patterns over decoder conv names; None: the family's default
+    modulate: list[str] | None = None  # glob patterns over decoder conv names; None: the family's default
     mapping: dict = field(default_factory=lambda: {"hidden": 256, "depth": 2, "scale_range": 0.3})
     extractor: dict = field(default_factory=lambda: {"width": 64, "depth": 6, "downsamples": 3})
-    lr: Schedule = field(default_factory=lambda: Schedule.constant(1e-3))   # mapping network and extractor
-    decoder_lr: Schedule = field(default_factory=lambda: Schedule.constant(0.0))   # 0 keeps the decoder frozen
-    decoder_frozen: list[str] = field(default_factory=list)   # glob patterns over decoder module names kept frozen when it tunes
+    lr: Schedule = field(default_factory=lambda: Schedule.constant(1e-3))  # mapping network and extractor
+    decoder_lr: Schedule = field(default_factory=lambda: Schedule.constant(0.0))  # 0 keeps the decoder frozen
+    # Glob patterns over decoder module names kept frozen when it tunes
+    decoder_frozen: list[str] = field(default_factory=list)
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     bit_weight: Schedule = field(default_factory=lambda: Schedule.constant(1.0))
-    quality_weight: Schedule = field(default_factory=lambda: Schedule.constant(0.0))   # on MSE + ssim_weight * (1 - SSIM)
+    # On MSE + ssim_weight * (1 - SSIM)
+    quality_weight: Schedule = field(default_factory=lambda: Schedule.constant(0.0))
     ssim_weight: float = 0.1
-    attacks: dict = field(default_factory=dict)      # {name: {p: prob, <range>: [lo, hi]}}
+    attacks: dict = field(default_factory=dict)  # {name: {p: prob, <range>: [lo, hi]}}
     attack_strength: Schedule = field(default_factory=lambda: Schedule.constant(1.0))
-    curriculum: dict | None = None             # accuracy-keyed stages (genprint.curriculum); replaces quality_weight and attack_strength
+    # Accuracy-keyed stages (genprint.curriculum); replaces quality_weight and attack_strength
+    curriculum: dict | None = None
     checkpoint_every: int = 200
     log_every: int = 10
-    validate_every: int = 0                    # held-out bit accuracy and PSNR every N steps, into the learning curve (0: never)
+    validate_every: int = 0  # held-out bit accuracy and PSNR every N steps, into the learning curve (0: never)
     threads: int | None = None
-    precision: str = "auto"                    # fp32, bf16 (autocast), or auto: bf16 where the hardware computes it natively
-    channels_last: bool = True                 # NHWC activations: oneDNN's and cuDNN's native layout for convolutions
+    precision: str = "auto"  # fp32, bf16 (autocast), or auto: bf16 where the hardware computes it natively
+    channels_last: bool = True  # NHWC activations: oneDNN's and cuDNN's native layout for convolutions
 
     def __post_init__(self):
         check_nbits(self.nbits)
@@ -139,16 +148,34 @@ class TrainConfig:
 
             CurriculumConfig.parse(self.curriculum)
             owned = {"quality_weight": 0.0, "attack_strength": 1.0}  # their defaults: constants the curriculum replaces
-            fixed = [name for name, value in owned.items() if getattr(self, name).to_config() != Schedule.constant(value).to_config()]
+            fixed = [
+                name
+                for name, value in owned.items()
+                if getattr(self, name).to_config() != Schedule.constant(value).to_config()
+            ]
             if fixed:
                 raise GenprintError(f"the curriculum sets {' and '.join(fixed)}; drop them from the config")
         if not 0 <= self.holdout < 1:
             raise GenprintError(f"holdout must be in [0, 1), got {self.holdout}")
         margin = self.extractor.get("margin", 0)
         least = max(MIN_SIZE, INTERIOR + 2 * margin)
-        if self.crop % 8 or self.crop < least:
-            raise GenprintError(f"crop must be a multiple of 8 and at least {least} px (the extractor's {MIN_SIZE} px minimum, "
-                                f"and {INTERIOR} px inside its margin of {margin} px), got {self.crop}")
+        crops = self.crop if isinstance(self.crop, list) else [self.crop]
+        if not crops or any(not isinstance(c, int) or c % 8 or c < least for c in crops):
+            raise GenprintError(
+                f"crop must be a multiple of 8 and at least {least} px (the extractor's {MIN_SIZE} px minimum, "
+                f"and {INTERIOR} px inside its margin of {margin} px), or a list of such sizes; got {self.crop}"
+            )
+
+    @property
+    def crops(self) -> list[int]:
+        """The training crop sizes (one, or several drawn per step)."""
+        return list(self.crop) if isinstance(self.crop, list) else [self.crop]
+
+    def batch_for(self, crop: int) -> int:
+        """Images per step at `crop` px: batch_size at the first size, as many pixels at the others (at least one
+        complementary pair)."""
+        n = int(self.batch_size * (self.crops[0] / crop) ** 2)
+        return max(2, n - n % 2) if self.complementary_pairs else max(1, n)
 
     @property
     def train_decoder(self) -> bool:
@@ -156,15 +183,20 @@ class TrainConfig:
 
     def cut_short(self, steps: int) -> list[str]:
         """Schedules that have not reached their final value by `steps` (a run stopped before its later stages)."""
-        return [f"{name} ({schedule.at(steps):g} of {schedule.ramps[-1].end:g})" for name in SCHEDULES
-                if (schedule := getattr(self, name)).at(steps) != schedule.ramps[-1].end]
+        return [
+            f"{name} ({schedule.at(steps):g} of {schedule.ramps[-1].end:g})"
+            for name in SCHEDULES
+            if (schedule := getattr(self, name)).at(steps) != schedule.ramps[-1].end
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, schedules in their YAML form: TrainConfig(**to_dict()) rebuilds the config."""
         return {**dataclasses.asdict(self), **{name: getattr(self, name).to_config() for name in SCHEDULES}}
 
 
-SCHEDULES = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.type == "Schedule")  # from the annotations: none missed
+SCHEDULES = tuple(
+    f.name for f in dataclasses.fields(TrainConfig) if f.type == "Schedule"
+)  # from the annotations: none missed
 
 
 def load_config(name_or_path: str | Path, overrides: dict | None = None) -> TrainConfig:

@@ -25,23 +25,23 @@ STAGES = ("quality", "attacks", "cooldown")
 
 @dataclass
 class StageConfig:
-    gate: float = 0.9       # smoothed stream bit accuracy needed to advance
-    steps: int = 1000       # steps of advancing from the stage's start to its end
+    gate: float = 0.9  # smoothed stream bit accuracy needed to advance
+    steps: int = 1000  # steps of advancing from the stage's start to its end
 
 
 @dataclass
 class CurriculumConfig:
-    smoothing: int = 100                            # steps in the running means of stream accuracy and PSNR
-    psnr: tuple[float, float] = (24.0, 33.0)        # the quality stage's PSNR target, start and end (dB)
-    weight: tuple[float, float, float] = (1.0, 0.01, 1000.0)   # quality weight: start, min, max
-    weight_rate: float = 0.02                       # change of log(weight) per step and dB off target
-    cooldown_factor: float = 0.1                    # learning rates at the end of the cooldown stage
+    smoothing: int = 100  # steps in the running means of stream accuracy and PSNR
+    psnr: tuple[float, float] = (24.0, 33.0)  # the quality stage's PSNR target, start and end (dB)
+    weight: tuple[float, float, float] = (1.0, 0.01, 1000.0)  # quality weight: start, min, max
+    weight_rate: float = 0.02  # change of log(weight) per step and dB off target
+    cooldown_factor: float = 0.1  # learning rates at the end of the cooldown stage
     quality: StageConfig = field(default_factory=StageConfig)
     attacks: StageConfig = field(default_factory=StageConfig)
     cooldown: StageConfig = field(default_factory=lambda: StageConfig(gate=0.0))
 
     @classmethod
-    def parse(cls, raw: dict) -> "CurriculumConfig":
+    def parse(cls, raw: dict) -> CurriculumConfig:
         if not isinstance(raw, dict):
             raise GenprintError(f"curriculum must be a mapping, got {raw!r}")
         try:
@@ -53,7 +53,9 @@ class CurriculumConfig:
         lo, hi = config.psnr
         w0, wmin, wmax = config.weight
         if not lo <= hi or not 0 < wmin <= w0 <= wmax or config.smoothing < 1:
-            raise GenprintError(f"curriculum: need psnr start <= end, 0 < weight min <= start <= max and smoothing >= 1; got {raw}")
+            raise GenprintError(
+                f"curriculum: need psnr start <= end, 0 < weight min <= start <= max and smoothing >= 1; got {raw}"
+            )
         for name in STAGES:
             stage = getattr(config, name)
             if stage.steps < 1 or not 0 <= stage.gate <= 1:
@@ -105,7 +107,9 @@ class Curriculum:
         self.accuracy += rate * (bit_accuracy - self.accuracy)
         self.psnr = psnr if self.psnr is None else self.psnr + rate * (psnr - self.psnr)
         wmin, wmax = c.weight[1], c.weight[2]
-        self.log_weight = min(max(self.log_weight + c.weight_rate * (self.psnr_target - psnr), math.log(wmin)), math.log(wmax))
+        self.log_weight = min(
+            max(self.log_weight + c.weight_rate * (self.psnr_target - psnr), math.log(wmin)), math.log(wmax)
+        )
         stage = self.stage
         if stage is not None and self.accuracy >= getattr(c, stage).gate:
             self.progress[stage] = min(1.0, self.progress[stage] + 1 / getattr(c, stage).steps)
@@ -114,13 +118,24 @@ class Curriculum:
 
     def summary(self) -> dict[str, float | str]:
         """What a log line or a learning-curve row records."""
-        return {"stage": self.stage or "done", "stream_accuracy": round(self.accuracy, 4), "psnr_target": round(self.psnr_target, 2),
-                "quality_weight": round(self.quality_weight, 4), "attack_strength": round(self.attack_strength, 4),
-                "lr_factor": round(self.lr_factor, 4)}
+        return {
+            "stage": self.stage or "done",
+            "stream_accuracy": round(self.accuracy, 4),
+            "psnr_target": round(self.psnr_target, 2),
+            "quality_weight": round(self.quality_weight, 4),
+            "attack_strength": round(self.attack_strength, 4),
+            "lr_factor": round(self.lr_factor, 4),
+        }
 
     def state_dict(self) -> dict:
-        return {"progress": dict(self.progress), "accuracy": self.accuracy, "psnr": self.psnr, "log_weight": self.log_weight,
-                "finished_at": dict(self.finished_at), "updates": self.updates}
+        return {
+            "progress": dict(self.progress),
+            "accuracy": self.accuracy,
+            "psnr": self.psnr,
+            "log_weight": self.log_weight,
+            "finished_at": dict(self.finished_at),
+            "updates": self.updates,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.progress = {name: float(state["progress"][name]) for name in STAGES}

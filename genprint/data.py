@@ -15,7 +15,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from genprint.errors import GenprintError
-from genprint.paths import photos_dir
+from genprint.settings import cache_dir, photos_dir
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
@@ -66,7 +66,17 @@ def fallback_photos(out_dir: Path) -> list[Path]:
     from skimage import data as skdata
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    names = ["astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "retina", "motorcycle_left", "cat"]
+    names = [
+        "astronaut",
+        "coffee",
+        "chelsea",
+        "rocket",
+        "immunohistochemistry",
+        "hubble_deep_field",
+        "retina",
+        "motorcycle_left",
+        "cat",
+    ]
     paths = []
     for name in names:
         try:
@@ -82,22 +92,23 @@ def fallback_photos(out_dir: Path) -> list[Path]:
     return paths
 
 
-def resolve_photos(data: str | Path | None, cache: Path = Path.home() / ".cache" / "genprint") -> list[Path]:
+def resolve_photos(data: str | Path | None) -> list[Path]:
     if data:
         return list_images(data)
     found = photos_dir()
     if found:
         return list_images(found)
     log.warning("no shared photo folder (set GENPRINT_SHARED or --data): using scikit-image's bundled photos")
-    return fallback_photos(cache / "skimage-photos")
+    return fallback_photos(cache_dir() / "skimage-photos")
 
 
 class LatentBank:
-    """Full-size latents of a set of photos; `sample` draws random latent windows with flips."""
+    """Full-size latents of a set of photos; `sample` draws random latent windows with flips, of `crop` px unless told."""
 
     def __init__(self, encode, paths: list[Path], downscale: int, crop: int, seed: int = 0, device="cpu"):
         if crop % downscale:
             raise GenprintError(f"crop {crop} must be a multiple of the decoder's downscale factor {downscale}")
+        self.downscale = downscale
         self.window = crop // downscale
         self.latents = []
         with torch.no_grad():
@@ -110,14 +121,17 @@ class LatentBank:
             raise GenprintError(f"no training photo is at least {crop} px on each side")
         self.gen = torch.Generator().manual_seed(seed)
 
-    def sample(self, batch: int) -> torch.Tensor:
+    def sample(self, batch: int, crop: int | None = None) -> torch.Tensor:
+        """`batch` windows of `crop` px (at most the bank's own crop; default: that)."""
         out = []
-        w = self.window
+        w = crop // self.downscale if crop else self.window
+        if w > self.window:
+            raise GenprintError(f"a bank of {self.window * self.downscale} px windows cannot give {crop} px")
         for _ in range(batch):
             z = self.latents[int(torch.randint(len(self.latents), (1,), generator=self.gen))]
             i = int(torch.randint(z.shape[1] - w + 1, (1,), generator=self.gen))
             j = int(torch.randint(z.shape[2] - w + 1, (1,), generator=self.gen))
-            z = z[:, i:i + w, j:j + w]
+            z = z[:, i : i + w, j : j + w]
             if torch.rand((), generator=self.gen) < 0.5:
                 z = z.flip(-1)
             out.append(z)

@@ -12,7 +12,6 @@ import logging
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -20,10 +19,12 @@ import torch
 from genprint.attacks import Attack, attack_suite
 from genprint.data import LatentBank, load_rgb, resolve_photos, split
 from genprint.errors import GenprintError
-from genprint.fingerprint import Decision, hamming, pack, p_value, random_fingerprints
-from genprint.inversion import MAX_ROTATION, InversionReader
+from genprint.fingerprint import Decision, hamming, p_value, pack, random_fingerprints
+from genprint.inversion import MAX_ROTATION
+from genprint.inversion import STEPS as INVERSION_STEPS
 from genprint.metrics import bit_accuracy, psnr, ssim
 from genprint.model import GenprintModel
+from genprint.readers import make_reader
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +35,16 @@ class EvalSettings:
     fpr: float = 1e-6
     size: int = 256
     samples_per_photo: int = 2
-    photos: int | None = None        # None: every held-out photo; else the first N (a slow reader's budget)
+    photos: int | None = None  # None: every held-out photo; else the first N (a slow reader's budget)
     min_distance: int = 0
-    holdout: float | None = None     # None: the bundle's training holdout
+    holdout: float | None = None  # None: the bundle's training holdout
     batch_size: int = 8
     seed: int = 0
     suites: tuple[str, ...] = ("wouaf", "stable_signature")
-    attacks: tuple[str, ...] | None = None   # None: every attack of the suites; else only these names
-    reader: str = "cnn"                      # "cnn": the extractor; "inversion": genprint.inversion.InversionReader
-    inversion_steps: int = 100
-    max_rotation: float = MAX_ROTATION       # the inversion reader's angle search, degrees either way (0: none)
+    attacks: tuple[str, ...] | None = None  # None: every attack of the suites; else only these names
+    reader: str = "cnn"  # "cnn": the extractor; "inversion": genprint.inversion.InversionReader
+    inversion_steps: int = INVERSION_STEPS
+    max_rotation: float = MAX_ROTATION  # the inversion reader's angle search, degrees either way (0: none)
 
 
 def centre_crop(image: torch.Tensor, size: int) -> torch.Tensor | None:
@@ -51,7 +52,7 @@ def centre_crop(image: torch.Tensor, size: int) -> torch.Tensor | None:
     if min(h, w) < size:
         return None
     top, left = (h - size) // 2, (w - size) // 2
-    return image[:, top:top + size, left:left + size]
+    return image[:, top : top + size, left : left + size]
 
 
 def held_out_photos(paths: list[Path], holdout: float, size: int, count: int | None = None) -> list[torch.Tensor]:
@@ -61,7 +62,7 @@ def held_out_photos(paths: list[Path], holdout: float, size: int, count: int | N
     return list(islice((c for c in (centre_crop(load_rgb(p, 8), size) for p in test_paths) if c is not None), count))
 
 
-class Attributor:
+class SimulatedRegistry:
     """Nearest registered fingerprint + the binomial decision (the in-memory form of the registry's matcher)."""
 
     def __init__(self, fingerprints: np.ndarray, fpr: float):
@@ -78,10 +79,20 @@ class Attributor:
         return best, dist, self.decision.attributed(dist)
 
 
-def held_out_crops(model: GenprintModel, config, samples: int = 128, seed: int = 1, bits_seed: int | None = None, photos=None):
-    """A quick check during training: `samples` latent crops (config.crop px) of the held-out photos, and fresh codes."""
+def held_out_crops(
+    model: GenprintModel,
+    config,
+    samples: int = 128,
+    seed: int = 1,
+    bits_seed: int | None = None,
+    photos=None,
+    crop: int | None = None,
+):
+    """A quick check during training: `samples` latent crops (`crop` px, default the config's first) of the held-out
+    photos, and fresh codes."""
     _, held_out = split(resolve_photos(photos), config.holdout)
-    latents = LatentBank(model.encode, held_out, model.adapter.downscale, config.crop, seed=seed).sample(samples)
+    crop = crop or config.crops[0]
+    latents = LatentBank(model.encode, held_out, model.adapter.downscale, crop, seed=seed).sample(samples)
     gen = torch.Generator().manual_seed(seed if bits_seed is None else bits_seed)
     return latents, torch.randint(0, 2, (samples, config.nbits), generator=gen).float()
 
@@ -91,20 +102,9 @@ def crop_metrics(model: GenprintModel, latents: torch.Tensor, bits: torch.Tensor
     model.eval()
     with torch.no_grad():
         images = model.decode(latents, bits)
-        return bit_accuracy(model.extract(images), bits).mean().item(), psnr(images, model.decode_reference(latents)).mean().item()
-
-
-READERS = ("cnn", "inversion")
-
-
-def bit_reader(model: GenprintModel, reader: str = "cnn", inversion_steps: int = 100,
-               max_rotation: float = MAX_ROTATION) -> Callable[[torch.Tensor], torch.Tensor | np.ndarray]:
-    """images (B, 3, H, W) -> bit logits, by the CNN extractor or by inversion through the decoder."""
-    if reader == "cnn":
-        return lambda images: model.extract(images.to(model._device())).cpu()
-    if reader == "inversion":
-        return InversionReader(model, steps=inversion_steps, max_rotation=max_rotation).logits
-    raise GenprintError(f"unknown reader {reader!r}; known: {', '.join(READERS)}")
+        return bit_accuracy(model.extract(images), bits).mean().item(), psnr(
+            images, model.decode_reference(latents)
+        ).mean().item()
 
 
 def _extract_bits(read, images: list[torch.Tensor], batch: int, progress: str | None = None) -> np.ndarray:
@@ -114,7 +114,7 @@ def _extract_bits(read, images: list[torch.Tensor], batch: int, progress: str | 
     out = []
     with torch.no_grad():
         for i in track(range(0, len(images), batch), description=progress or "", disable=progress is None):
-            chunk = images[i:i + batch]
+            chunk = images[i : i + batch]
             if len({tuple(x.shape) for x in chunk}) == 1:
                 out.append(np.asarray(read(torch.stack(chunk))) > 0)
             else:  # attacks can change sizes per image
@@ -122,28 +122,47 @@ def _extract_bits(read, images: list[torch.Tensor], batch: int, progress: str | 
     return np.concatenate(out).astype(np.uint8)
 
 
-def evaluate(model: GenprintModel, data: str | Path | None, out_dir: str | Path, settings: EvalSettings = EvalSettings(),
-             progress: bool = True) -> dict:
+def evaluate(
+    model: GenprintModel,
+    data: str | Path | None,
+    out_dir: str | Path,
+    settings: EvalSettings | None = None,
+    progress: bool = True,
+) -> dict:
     from rich.progress import track
 
-    read = bit_reader(model, settings.reader, settings.inversion_steps, settings.max_rotation)
+    settings = settings or EvalSettings()
+    read = make_reader(
+        model, settings.reader, inversion_steps=settings.inversion_steps, max_rotation=settings.max_rotation
+    ).logits
     attacks: list[Attack] = attack_suite(list(settings.suites))
     if settings.attacks is not None:
         unknown = set(settings.attacks) - {a.name for a in attacks}
         if unknown:
-            raise GenprintError(f"unknown attacks {sorted(unknown)} in suites {list(settings.suites)}; known: {[a.name for a in attacks]}")
+            raise GenprintError(
+                f"unknown attacks {sorted(unknown)} in suites {list(settings.suites)}; "
+                f"known: {[a.name for a in attacks]}"
+            )
         attacks = [a for a in attacks if a.name in settings.attacks]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(settings.seed)
-    holdout = settings.holdout if settings.holdout is not None else model.bundle_config.get("train", {}).get("holdout", 0.2) if hasattr(model, "bundle_config") else 0.2
+    holdout = (
+        settings.holdout
+        if settings.holdout is not None
+        else model.bundle_config.get("train", {}).get("holdout", 0.2)
+        if hasattr(model, "bundle_config")
+        else 0.2
+    )
     paths = resolve_photos(data)
     photos = held_out_photos(paths, holdout, settings.size, settings.photos)
     if not photos:
-        raise GenprintError(f"no held-out photo of at least {settings.size} px among {len(paths)} photos (holdout {holdout})")
+        raise GenprintError(
+            f"no held-out photo of at least {settings.size} px among {len(paths)} photos (holdout {holdout})"
+        )
 
     registered = random_fingerprints(settings.users, model.nbits, settings.min_distance, rng=rng)
-    attributor = Attributor(registered, settings.fpr)
+    attributor = SimulatedRegistry(registered, settings.fpr)
     n = len(photos) * settings.samples_per_photo
     user_idx = rng.choice(settings.users, size=n, replace=False)
     sources = [photos[i // settings.samples_per_photo] for i in range(n)]
@@ -151,13 +170,17 @@ def evaluate(model: GenprintModel, data: str | Path | None, out_dir: str | Path,
     fingerprinted, originals = [], []
     with torch.no_grad():
         for i in track(range(0, n, settings.batch_size), description="decoding", disable=not progress):
-            z = model.encode(torch.stack(sources[i:i + settings.batch_size]).to(model._device()))
+            z = model.encode(torch.stack(sources[i : i + settings.batch_size]).to(model._device()))
             # Images stay on the CPU, where attacks (PIL), metrics and plots work; readers move them to the model.
-            fingerprinted += list(model.decode(z, registered[user_idx[i:i + settings.batch_size]]).cpu())
+            fingerprinted += list(model.decode(z, registered[user_idx[i : i + settings.batch_size]]).cpu())
             originals += list(model.decode_reference(z).cpu())
     fp, og = torch.stack(fingerprinted), torch.stack(originals)
-    quality = {"psnr_db": float(psnr(fp, og).mean()), "ssim": float(ssim(fp, og).mean()),
-               "psnr_db_min": float(psnr(fp, og).min()), "ssim_min": float(ssim(fp, og).min())}
+    quality = {
+        "psnr_db": float(psnr(fp, og).mean()),
+        "ssim": float(ssim(fp, og).mean()),
+        "psnr_db_min": float(psnr(fp, og).min()),
+        "ssim_min": float(ssim(fp, og).min()),
+    }
 
     slow = progress and settings.reader == "inversion"
 
@@ -168,9 +191,11 @@ def evaluate(model: GenprintModel, data: str | Path | None, out_dir: str | Path,
         read_bits = read_all(images, name)
         truth = registered[user_idx]
         best, dist, attributed = attributor(read_bits)
-        return {"bit_accuracy": float((read_bits == truth).mean()),
-                "attribution_accuracy": float((attributed & (best == user_idx)).mean()),
-                "false_attributions": int((attributed & (best != user_idx)).sum())}
+        return {
+            "bit_accuracy": float((read_bits == truth).mean()),
+            "attribution_accuracy": float((attributed & (best == user_idx)).mean()),
+            "false_attributions": int((attributed & (best != user_idx)).sum()),
+        }
 
     results = {"clean": score(list(fp), "clean")}
     for k, attack in enumerate(track(attacks, description="attacks", disable=not progress)):
@@ -182,17 +207,32 @@ def evaluate(model: GenprintModel, data: str | Path | None, out_dir: str | Path,
     fpr_report = {}
     for name, images in negatives.items():
         _, dist, attributed = attributor(read_all(images, name))
-        fpr_report[name] = {"queries": len(images), "attributed": int(attributed.sum()), "min_distance": int(dist.min())}
+        fpr_report[name] = {
+            "queries": len(images),
+            "attributed": int(attributed.sum()),
+            "min_distance": int(dist.min()),
+        }
 
     decision = attributor.decision
     single = {k: v for k, v in results.items() if k != "clean" and not v["suite"].endswith("combined")}
     report = {
         "model_id": getattr(model, "bundle_config", {}).get("model_id"),
-        "settings": {**settings.__dict__, "suites": list(settings.suites), "attacks": [a.name for a in attacks], "holdout": holdout},
-        "samples": n, "test_photos": len(photos), "nbits": model.nbits,
-        "decision": {"users": settings.users, "fpr_per_query": settings.fpr, "max_distance": decision.max_distance,
-                     "min_agreeing_bits": model.nbits - decision.max_distance,
-                     "p_value_at_threshold": float(p_value(model.nbits - decision.max_distance, model.nbits))},
+        "settings": {
+            **settings.__dict__,
+            "suites": list(settings.suites),
+            "attacks": [a.name for a in attacks],
+            "holdout": holdout,
+        },
+        "samples": n,
+        "test_photos": len(photos),
+        "nbits": model.nbits,
+        "decision": {
+            "users": settings.users,
+            "fpr_per_query": settings.fpr,
+            "max_distance": decision.max_distance,
+            "min_agreeing_bits": model.nbits - decision.max_distance,
+            "p_value_at_threshold": float(p_value(model.nbits - decision.max_distance, model.nbits)),
+        },
         "quality": quality,
         "results": results,
         "false_positives": fpr_report,
@@ -206,6 +246,7 @@ def evaluate(model: GenprintModel, data: str | Path | None, out_dir: str | Path,
 
 def plot_attacks(report: dict, path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -220,9 +261,15 @@ def plot_attacks(report: dict, path: Path) -> None:
     ax.set_xticks(x, names, rotation=75, fontsize=7)
     ax.set_ylim(0, 1.02)
     q = report["quality"]
-    ax.set_title(f"{report['nbits']}-bit fingerprints, {report['decision']['users']} users, FPR {report['decision']['fpr_per_query']:g} "
-                 f"| PSNR {q['psnr_db']:.1f} dB, SSIM {q['ssim']:.3f}", loc="left")
-    ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2, fontsize=8, frameon=False)  # above the bars: none hidden
+    ax.set_title(
+        f"{report['nbits']}-bit fingerprints, {report['decision']['users']} users, "
+        f"FPR {report['decision']['fpr_per_query']:g} "
+        f"| PSNR {q['psnr_db']:.1f} dB, SSIM {q['ssim']:.3f}",
+        loc="left",
+    )
+    ax.legend(
+        loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2, fontsize=8, frameon=False
+    )  # above the bars: none hidden
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -231,6 +278,7 @@ def plot_attacks(report: dict, path: Path) -> None:
 def plot_grid(originals: torch.Tensor, fingerprinted: torch.Tensor, path: Path, gain: float = 10.0) -> None:
     """Rows: original decoder, fingerprinted, |difference| x gain."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -238,7 +286,9 @@ def plot_grid(originals: torch.Tensor, fingerprinted: torch.Tensor, path: Path, 
     fig, axes = plt.subplots(3, k, figsize=(2.6 * k, 8), squeeze=False)
     for j in range(k):
         diff = ((fingerprinted[j] - originals[j]).abs() * gain).clamp(0, 1)
-        for i, (img, title) in enumerate([(originals[j], "original decoder"), (fingerprinted[j], "fingerprinted"), (diff, f"|difference| x{gain:g}")]):
+        for i, (img, title) in enumerate(
+            [(originals[j], "original decoder"), (fingerprinted[j], "fingerprinted"), (diff, f"|difference| x{gain:g}")]
+        ):
             axes[i][j].imshow(img.permute(1, 2, 0).numpy())
             axes[i][j].set_axis_off()
             if j == 0:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -13,9 +13,16 @@ from genprint.errors import GenprintError
 
 # First and second differences and a Laplacian: the fixed front end steganalysis nets use to read signals far
 # weaker than the content (docs/research.md, "Training: what was measured").
-HIGH_PASS = torch.tensor([[[0, 0, 0], [0, 1, -1], [0, 0, 0]], [[0, 0, 0], [0, 1, 0], [0, -1, 0]],
-                          [[0, -1, 0], [-1, 4, -1], [0, -1, 0]], [[-1, 2, -1], [2, -4, 2], [-1, 2, -1]],
-                          [[1, -2, 1], [0, 0, 0], [0, 0, 0]]], dtype=torch.float32)
+HIGH_PASS = torch.tensor(
+    [
+        [[0, 0, 0], [0, 1, -1], [0, 0, 0]],
+        [[0, 0, 0], [0, 1, 0], [0, -1, 0]],
+        [[0, -1, 0], [-1, 4, -1], [0, -1, 0]],
+        [[-1, 2, -1], [2, -4, 2], [-1, 2, -1]],
+        [[1, -2, 1], [0, 0, 0], [0, 0, 0]],
+    ],
+    dtype=torch.float32,
+)
 
 
 def check_images(shape) -> None:
@@ -38,32 +45,50 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, stride: int = 1):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
-                                  nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out))
-        self.skip = (nn.Identity() if stride == 1 and c_in == c_out else
-                     nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)))
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
+        self.skip = (
+            nn.Identity()
+            if stride == 1 and c_in == c_out
+            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.body(x) + self.skip(x))
 
 
 def plain_layers(c_in: int, width: int, depth: int, downsamples: int, highpass: bool) -> list[nn.Module]:
-    """`depth` conv-BN-ReLU layers; up to `downsamples` of them stride by 2 (with highpass, only after two full-resolution layers)."""
+    """`depth` conv-BN-ReLU layers; up to `downsamples` of them stride by 2 (with highpass, only after two
+    full-resolution layers)."""
     layers: list[nn.Module] = []
     strided = 0
     for i in range(depth):
         wants = (i >= 2 and i % 2 == 0) if highpass else i % 2 == 1
         stride = 2 if wants and strided < downsamples else 1
         strided += stride == 2
-        layers += [nn.Conv2d(c_in, width, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+        layers += [
+            nn.Conv2d(c_in, width, 3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+        ]
         c_in = width
     return layers
 
 
 def residual_layers(c_in: int, stages: list[list[int]]) -> list[nn.Module]:
-    """A conv-BN-ReLU stem, then stages of residual blocks [[width, blocks], ...]; each stage after the first halves the size."""
+    """A conv-BN-ReLU stem, then stages of residual blocks [[width, blocks], ...]; each stage after the first halves
+    the size."""
     width = stages[0][0]
-    layers: list[nn.Module] = [nn.Conv2d(c_in, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+    layers: list[nn.Module] = [
+        nn.Conv2d(c_in, width, 3, padding=1, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(inplace=True),
+    ]
     for i, (out, blocks) in enumerate(stages):
         for j in range(blocks):
             layers.append(ResidualBlock(width, out, 2 if i and not j else 1))
@@ -85,17 +110,36 @@ class Extractor(nn.Module):
     output's border a cue that is easy to read and that any crop, pad or rotation removes.
     """
 
-    def __init__(self, nbits: int, width: int = 64, depth: int = 6, downsamples: int = 3, highpass: bool = False,
-                 residual: bool = False, margin: int = 0, stages: list[list[int]] | None = None):
+    def __init__(
+        self,
+        nbits: int,
+        width: int = 64,
+        depth: int = 6,
+        downsamples: int = 3,
+        highpass: bool = False,
+        residual: bool = False,
+        margin: int = 0,
+        stages: list[list[int]] | None = None,
+    ):
         super().__init__()
         if margin < 0:
             raise GenprintError(f"extractor: margin must be >= 0 px, got {margin}")
         if residual and not highpass:
-            raise GenprintError("extractor: residual needs highpass: true (the residual goes through the same high-pass front end)")
+            raise GenprintError(
+                "extractor: residual needs highpass: true (the residual goes through the same high-pass front end)"
+            )
         if stages is not None and (not stages or any(len(s) != 2 or min(s) < 1 for s in stages)):
             raise GenprintError(f"extractor: stages must be a list of [width, blocks] pairs, each >= 1, got {stages}")
-        self.config = dict(nbits=nbits, width=width, depth=depth, downsamples=downsamples, highpass=highpass, residual=residual,
-                           margin=margin, stages=stages)
+        self.config = dict(
+            nbits=nbits,
+            width=width,
+            depth=depth,
+            downsamples=downsamples,
+            highpass=highpass,
+            residual=residual,
+            margin=margin,
+            stages=stages,
+        )
         self._reference: tuple[Callable[[torch.Tensor], torch.Tensor], int] | None = None
         if highpass:
             self.register_buffer("highpass_kernels", HIGH_PASS.repeat(3, 1, 1)[:, None].clone())
@@ -114,7 +158,9 @@ class Extractor(nn.Module):
         if not self.config["highpass"]:
             h = self.features(images * 2 - 1)
             return self.head(F.adaptive_avg_pool2d(h, 1).flatten(1))
-        with torch.autocast(images.device.type, enabled=False):  # the fixed front end in full precision, whatever trains
+        with torch.autocast(
+            images.device.type, enabled=False
+        ):  # the fixed front end in full precision, whatever trains
             planes = [images.float()]
             if self.config["residual"]:
                 images, reference = self._re_rendered(planes[0])
@@ -130,8 +176,11 @@ class Extractor(nn.Module):
         """The residual reader's reference: images (sides multiples of `multiple`) -> the original autoencoder's
         re-rendering. Not a submodule: those weights are the bundle's encoder and reference decoder, saved once."""
         if self.config["margin"] % multiple:
-            raise GenprintError(f"extractor: margin {self.config['margin']} px must be a multiple of the decoder's grid ({multiple} px), "
-                                "or the residual would be read off the grid")
+            raise GenprintError(
+                f"extractor: margin {self.config['margin']} px must be a multiple of the decoder's grid "
+                f"({multiple} px), "
+                "or the residual would be read off the grid"
+            )
         self._reference = (render, multiple)
 
     def _inner(self, images: torch.Tensor) -> torch.Tensor:
@@ -145,11 +194,13 @@ class Extractor(nn.Module):
         else:
             h, w = images.shape[-2:]
             cut = min(max((min(h, w) - INTERIOR) // 2 // step * step, 0), margin)
-        return images[..., cut:h - cut, cut:w - cut]
+        return images[..., cut : h - cut, cut : w - cut]
 
     def _re_rendered(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self._reference is None:
-            raise GenprintError("this residual extractor has no reference autoencoder: build it through GenprintModel or load_bundle")
+            raise GenprintError(
+                "this residual extractor has no reference autoencoder: build it through GenprintModel or load_bundle"
+            )
         render, multiple = self._reference
         images = grid_crop(images, multiple)
         with torch.no_grad():  # a fixed reference: no gradient through the autoencoder (cheaper, and trained this way)

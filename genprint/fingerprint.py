@@ -20,7 +20,9 @@ MIN_BITS, MAX_BITS = 32, 128
 
 def check_nbits(nbits: int) -> int:
     if not (MIN_BITS <= nbits <= MAX_BITS and nbits % 8 == 0):
-        raise GenprintError(f"fingerprint length must be a multiple of 8 between {MIN_BITS} and {MAX_BITS} bits, got {nbits}")
+        raise GenprintError(
+            f"fingerprint length must be a multiple of 8 between {MIN_BITS} and {MAX_BITS} bits, got {nbits}"
+        )
     return nbits
 
 
@@ -36,7 +38,10 @@ def from_hex(text: str, nbits: int | None = None) -> np.ndarray:
     bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8))
     check_nbits(len(bits))
     if nbits is not None and len(bits) != nbits:
-        raise GenprintError(f"fingerprint has {len(bits)} bits ({len(text)} hex digits); this model uses {nbits} bits ({nbits // 4} hex digits)")
+        raise GenprintError(
+            f"fingerprint has {len(bits)} bits ({len(text)} hex digits); "
+            f"this model uses {nbits} bits ({nbits // 4} hex digits)"
+        )
     return bits
 
 
@@ -63,8 +68,15 @@ def hamming(a_words: np.ndarray, b_words: np.ndarray) -> np.ndarray:
     return np.bitwise_count(x).sum(axis=-1).astype(np.int64)
 
 
-def random_fingerprints(count: int, nbits: int, min_distance: int = 0, *, existing: np.ndarray | None = None,
-                        rng: np.random.Generator | None = None, max_tries: int = 100) -> np.ndarray:
+def random_fingerprints(
+    count: int,
+    nbits: int,
+    min_distance: int = 0,
+    *,
+    existing: np.ndarray | None = None,
+    rng: np.random.Generator | None = None,
+    max_tries: int = 100,
+) -> np.ndarray:
     """Draw `count` random codes, each at Hamming distance >= min_distance from every other and from `existing`.
 
     Returns (count, nbits) uint8 bits. Vectorised rejection sampling: a batch of candidates is
@@ -84,7 +96,7 @@ def random_fingerprints(count: int, nbits: int, min_distance: int = 0, *, existi
         if min_distance > 0:
             ok = np.ones(len(cand), dtype=bool)
             for start in range(0, len(kept_words), 65536):  # bounded memory against large registries
-                d = hamming(cand_words[:, None, :], kept_words[None, start:start + 65536, :])
+                d = hamming(cand_words[:, None, :], kept_words[None, start : start + 65536, :])
                 ok &= d.min(axis=1) >= min_distance
             cand, cand_words = cand[ok], cand_words[ok]
             chosen = []
@@ -98,8 +110,11 @@ def random_fingerprints(count: int, nbits: int, min_distance: int = 0, *, existi
         kept_bits = np.concatenate([kept_bits, cand])
         kept_words = np.concatenate([kept_words, cand_words])
     if len(kept_bits) < count:
-        raise GenprintError(f"could only draw {len(kept_bits)} of {count} fingerprints of {nbits} bits at minimum distance {min_distance} "
-                            f"(with {n_existing} already issued); lower the minimum distance or use more bits")
+        raise GenprintError(
+            f"could only draw {len(kept_bits)} of {count} fingerprints of {nbits} bits "
+            f"at minimum distance {min_distance} "
+            f"(with {n_existing} already issued); lower the minimum distance or use more bits"
+        )
     return kept_bits
 
 
@@ -136,6 +151,7 @@ def min_agreeing_bits(n: int, users: int, fpr: float) -> int:
 @dataclass(frozen=True)
 class Decision:
     """The binomial attribution rule at one operating point."""
+
     nbits: int
     users: int
     fpr: float

@@ -25,8 +25,9 @@ DEFAULT_MAX_PIXELS = 4096 * 4096
 FORMATS = ("PNG", "JPEG", "WEBP")
 
 
-def decode_image_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None,
-                       name: str = "image") -> torch.Tensor:
+def decode_image_bytes(
+    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None, name: str = "image"
+) -> torch.Tensor:
     """Decode one PNG/JPEG/WebP image to a float32 tensor (3, H, W) in [0, 1].
 
     Grey, grey+alpha, palette, CMYK and RGBA images become RGB (alpha is dropped: the extractor
@@ -41,7 +42,9 @@ def decode_image_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_si
             img = Image.open(io.BytesIO(data), formats=FORMATS)
             width, height = img.size
             if width * height > max_pixels:
-                raise GenprintError(f"{name}: {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} pixels")
+                raise GenprintError(
+                    f"{name}: {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} pixels"
+                )
             img.load()  # header checked: only now are the pixels decompressed
     except GenprintError:
         raise

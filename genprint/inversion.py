@@ -26,22 +26,36 @@ import torch.nn.functional as F
 from genprint.errors import GenprintError
 from genprint.extractor import check_images, grid_crop
 from genprint.model import GenprintModel
+from genprint.readers.base import Reader
 
 # The fitted code is +-1 at the true fingerprint; this gain turns it into logits whose sigmoid reads as a confidence.
 LOGIT_GAIN = 3.0
 # Rotations searched by default, degrees either way: WOUAF's sweep goes to 30.
 MAX_ROTATION = 30.0
+# Fitting steps per image by default: 50 read 0.99 and 100 read 1.00 of 256 px images' bits (docs/research.md).
+STEPS = 100
 
 
-class InversionReader:
-    """The reader for one model; `logits` and `bits` match ExtractorRuntime's, so either can serve attribution.
+class InversionReader(Reader):
+    """The forensic reader for one model (genprint.readers.Reader).
     `filter_size`: the edit model's filter (0: no edit model; 1: a colour transform only). `max_rotation`: the
     rotations searched, in degrees either way (0: none). `latent_lr` 0 holds the latents where they start."""
 
-    def __init__(self, model: GenprintModel, steps: int = 100, latent_lr: float = 0.05, code_lr: float = 0.1, align: bool = True,
-                 filter_size: int = 5, max_rotation: float = MAX_ROTATION):
+    def __init__(
+        self,
+        model: GenprintModel,
+        steps: int = STEPS,
+        latent_lr: float = 0.05,
+        code_lr: float = 0.1,
+        align: bool = True,
+        filter_size: int = 5,
+        max_rotation: float = MAX_ROTATION,
+    ):
         if steps < 1 or latent_lr < 0 or code_lr <= 0:
-            raise GenprintError(f"inversion reader: steps must be >= 1, latent_lr >= 0 and code_lr > 0, got {steps}, {latent_lr}, {code_lr}")
+            raise GenprintError(
+                "inversion reader: steps must be >= 1, latent_lr >= 0 and code_lr > 0, "
+                f"got {steps}, {latent_lr}, {code_lr}"
+            )
         if filter_size < 0 or (filter_size and filter_size % 2 == 0):
             raise GenprintError(f"inversion reader: filter_size must be 0 (no edit model) or odd, got {filter_size}")
         if not 0 <= max_rotation <= 180:
@@ -49,13 +63,18 @@ class InversionReader:
         self.model, self.steps, self.latent_lr, self.code_lr, self.align = model, steps, latent_lr, code_lr, align
         self.filter_size, self.max_rotation = filter_size, max_rotation
         self.nbits = model.nbits
+        self.model_id = getattr(model, "bundle_config", {}).get("model_id", "in-memory")
+        self.runtime = [f"inversion ({model._device()})"]
 
     def logits(self, images, latents: torch.Tensor | None = None) -> np.ndarray:
         """images (B, 3, H, W) or (3, H, W) in [0, 1] -> bit logits (B, nbits). Each image is cropped to the decoder's
-        grid: top-left as `genprint render` crops photos, or, with `align` and sides off the grid, where `_aligned` finds.
-        `latents`: where the fit starts instead of the encoder's estimate, e.g. the latents the image was generated from,
-        when they were kept (`benchmarks/latent_absorption.py` reads with them to tell what the fitted latent costs)."""
-        target = torch.as_tensor(np.asarray(images, dtype=np.float32) if not torch.is_tensor(images) else images).float()
+        grid: top-left as `genprint render` crops photos, or, with `align` and sides off the grid, where `_aligned`
+        finds. `latents`: where the fit starts instead of the encoder's estimate, e.g. the latents the image was
+        generated from, when they were kept (`benchmarks/latent_absorption.py` reads with them to tell what the fitted
+        latent costs)."""
+        target = torch.as_tensor(
+            np.asarray(images, dtype=np.float32) if not torch.is_tensor(images) else images
+        ).float()
         target = target[None] if target.ndim == 3 else target
         check_images(target.shape)
         model, m = self.model, self.model.adapter.downscale
@@ -65,24 +84,31 @@ class InversionReader:
         with torch.no_grad():
             # Sides that are multiples of m are taken to be on the grid (the generator's own output always is).
             target = self._aligned(target) if self.align and (h % m or w % m) else grid_crop(target, m)
-            angles = torch.tensor([self.find_rotation(x[None]) for x in target] if self.max_rotation else [0.0] * len(target))
+            angles = torch.tensor(
+                [self.find_rotation(x[None]) for x in target] if self.max_rotation else [0.0] * len(target)
+            )
             turn = bool(angles.any())
             if latents is None:
                 start = model.encode(rotated(target, -angles) if turn else target)
             else:
                 shape = (len(target), model.adapter.latent_channels, target.shape[-2] // m, target.shape[-1] // m)
                 if tuple(latents.shape) != shape:
-                    raise GenprintError(f"inversion reader: latents of shape {tuple(latents.shape)} given for images whose "
-                                        f"latents have shape {shape}")
+                    raise GenprintError(
+                        f"inversion reader: latents of shape {tuple(latents.shape)} given for images whose "
+                        f"latents have shape {shape}"
+                    )
                 start = latents.to(target)
         latents = start.clone().requires_grad_(self.latent_lr > 0)
         valid = unclipped(target, self.filter_size)
         if turn:  # a turned rendering leaves the upload's corners uncovered: nothing there to compare
             valid = valid * (rotated(torch.ones_like(valid), angles) > 0.999)
-        # Each image's loss is its own masked mean: each fit is its own problem (Adam is per element), whatever the batch.
+        # Each image's loss is its own masked mean: each fit is its own problem (Adam is per element), whatever the
+        # batch.
         pixel_weight = valid / (valid.flatten(1).sum(1).clamp(min=1) * 3)[:, None, None, None]
         code = torch.zeros(len(target), self.nbits, device=target.device, requires_grad=True)
-        groups = [{"params": [code], "lr": self.code_lr}] + ([{"params": [latents], "lr": self.latent_lr}] if self.latent_lr else [])
+        groups = [{"params": [code], "lr": self.code_lr}] + (
+            [{"params": [latents], "lr": self.latent_lr}] if self.latent_lr else []
+        )
         fitted = [g["params"][0] for g in groups]
         optimizer = torch.optim.Adam(groups)
         with torch.enable_grad():
@@ -111,11 +137,13 @@ class InversionReader:
         for x in images:
             errors = []
             for chunk in range(0, len(offsets), m):  # m offsets per batch: faster than one by one, bounded memory
-                crops = torch.stack([x[:, a:a + h, b:b + w] for a, b in offsets[chunk:chunk + m]])
-                inner = (self.model.re_render(crops) - crops)[..., 2 * m:-2 * m, 2 * m:-2 * m]  # borders re-render badly anyway
+                crops = torch.stack([x[:, a : a + h, b : b + w] for a, b in offsets[chunk : chunk + m]])
+                inner = (self.model.re_render(crops) - crops)[
+                    ..., 2 * m : -2 * m, 2 * m : -2 * m
+                ]  # borders re-render badly anyway
                 errors += inner.pow(2).flatten(1).mean(1).tolist()
             a, b = offsets[int(np.argmin(errors))]
-            out.append(x[:, a:a + h, b:b + w])
+            out.append(x[:, a : a + h, b : b + w])
         return torch.stack(out)
 
     @torch.no_grad()
@@ -128,9 +156,13 @@ class InversionReader:
         of 16 latent cells (128 px for TAEF2), then finer steps on larger ones."""
         m = self.model.adapter.downscale
         best = 0.0
-        for stage, (window, span, step) in enumerate(((16 * m, self.max_rotation, 1.0), (24 * m, 1.5, 0.25), (32 * m, 0.3, 0.1))):
+        for stage, (window, span, step) in enumerate(
+            ((16 * m, self.max_rotation, 1.0), (24 * m, 1.5, 0.25), (32 * m, 0.3, 0.1))
+        ):
             angles = np.arange(best - span, best + span + step / 2, step).round(3)
-            errors = np.concatenate([self._rotation_errors(image, angles[i:i + m], window) for i in range(0, len(angles), m)])
+            errors = np.concatenate(
+                [self._rotation_errors(image, angles[i : i + m], window) for i in range(0, len(angles), m)]
+            )
             best = float(angles[int(np.argmin(errors))])
             if stage == 0 and (best == 0 or not _stands_out(errors)):
                 return 0.0
@@ -142,21 +174,23 @@ class InversionReader:
         # A window whose offset from the corner is a multiple of m keeps the decoder's grid phase.
         hw = [window - (window // m - s // m) % 2 * m if s > window else s for s in image.shape[-2:]]
         top, left = ((s - a) // 2 for s, a in zip(image.shape[-2:], hw))
-        target = image[..., top:top + hw[0], left:left + hw[1]].expand(len(angles), -1, -1, -1)
+        target = image[..., top : top + hw[0], left : left + hw[1]].expand(len(angles), -1, -1, -1)
         turns = torch.as_tensor(angles, dtype=image.dtype)
         rendered = rotated(self.model.re_render(rotated(image.expand(len(angles), -1, -1, -1), -turns, hw)), turns)
         # Every candidate is scored on the same pixels: a disc that the re-rendered window covers at any angle, away
         # from its border (which re-renders badly).
-        y, x = torch.meshgrid(*(torch.arange(a, dtype=image.dtype, device=image.device) - (a - 1) / 2 for a in hw), indexing="ij")
+        y, x = torch.meshgrid(
+            *(torch.arange(a, dtype=image.dtype, device=image.device) - (a - 1) / 2 for a in hw), indexing="ij"
+        )
         disc = (y.pow(2) + x.pow(2) <= (min(hw) / 2 - 2 * m) ** 2).to(image.dtype)
         valid = unclipped(target, self.filter_size) * disc
         if self.filter_size:
             rendered = edited(rendered, target, valid, self.filter_size)
-        return (((rendered - target).pow(2) * valid).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp(min=1)).cpu().numpy()
-
-    def bits(self, images) -> np.ndarray:
-        """Hard 0/1 bits (B, nbits) uint8."""
-        return (self.logits(images) > 0).astype(np.uint8)
+        return (
+            (((rendered - target).pow(2) * valid).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp(min=1))
+            .cpu()
+            .numpy()
+        )
 
 
 # How far (robust z-score of the log error) the best angle must stand out from the others to count as a rotation.
@@ -179,8 +213,13 @@ def rotated(images: torch.Tensor, degrees: torch.Tensor, size: list[int] | None 
     t = torch.deg2rad(degrees.to(images.device, images.dtype))
     cos, sin = torch.cos(t), torch.sin(t)
     # affine_grid works in coordinates normalised per axis: rescale so that the turn is a rotation in pixels.
-    theta = torch.stack([torch.stack([cos * ow / w, -sin * oh / w, torch.zeros_like(t)], 1),
-                         torch.stack([sin * ow / h, cos * oh / h, torch.zeros_like(t)], 1)], 1)
+    theta = torch.stack(
+        [
+            torch.stack([cos * ow / w, -sin * oh / w, torch.zeros_like(t)], 1),
+            torch.stack([sin * ow / h, cos * oh / h, torch.zeros_like(t)], 1),
+        ],
+        1,
+    )
     grid = F.affine_grid(theta, [b, images.shape[1], oh, ow], align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
@@ -194,20 +233,22 @@ def unclipped(images: torch.Tensor, filter_size: int) -> torch.Tensor:
     return valid
 
 
-def edited(rendered: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, k: int, ridge: float = 1e-3) -> torch.Tensor:
+def edited(
+    rendered: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, k: int, ridge: float = 1e-3
+) -> torch.Tensor:
     """`rendered` through the linear edit (a k x k colour filter plus an offset) that best maps it onto `target`.
     Solved in closed form per image; gradients pass through `rendered` only: at the optimum the filter's own
     gradient is zero. The ridge pulls it to the identity, so an unedited image keeps the plain fit."""
     b, c, h, w = rendered.shape
-    cols = torch.nn.functional.unfold(rendered, k, padding=k // 2)                      # (B, C*k*k, H*W)
-    design = torch.cat([cols, torch.ones_like(cols[:, :1])], 1)                         # (B, P, N)
+    cols = torch.nn.functional.unfold(rendered, k, padding=k // 2)  # (B, C*k*k, H*W)
+    design = torch.cat([cols, torch.ones_like(cols[:, :1])], 1)  # (B, P, N)
     with torch.no_grad():
         wd = design * valid.flatten(2)
-        gram = wd @ design.transpose(1, 2)                                              # (B, P, P)
-        rhs = wd @ target.flatten(2).transpose(1, 2)                                    # (B, P, C)
+        gram = wd @ design.transpose(1, 2)  # (B, P, P)
+        rhs = wd @ target.flatten(2).transpose(1, 2)  # (B, P, C)
         identity = torch.zeros(design.shape[1], c, device=rendered.device)
         identity[torch.arange(c) * k * k + k * k // 2, torch.arange(c)] = 1
         lam = ridge * gram.diagonal(dim1=1, dim2=2).mean(1)[:, None, None] + 1e-6  # > 0 when every pixel is masked
         eye = torch.eye(design.shape[1], device=rendered.device)
-        weights = torch.linalg.solve(gram + lam * eye, rhs + lam * identity)           # (B, P, C)
+        weights = torch.linalg.solve(gram + lam * eye, rhs + lam * identity)  # (B, P, C)
     return (weights.transpose(1, 2) @ design).view(b, c, h, w)

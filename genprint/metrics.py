@@ -14,7 +14,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def _gauss(size: int, sigma: float, device, dtype) -> torch.Tensor:
     r = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
-    g = torch.exp(-(r ** 2) / (2 * sigma ** 2))
+    g = torch.exp(-(r**2) / (2 * sigma**2))
     return g / g.sum()
 
 
@@ -30,11 +30,11 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5)
         return F.conv2d(F.conv2d(x, kx, groups=c), ky, groups=c)
 
     mu_a, mu_b = blur(a), blur(b)
-    saa = blur(a * a) - mu_a ** 2
-    sbb = blur(b * b) - mu_b ** 2
+    saa = blur(a * a) - mu_a**2
+    sbb = blur(b * b) - mu_b**2
     sab = blur(a * b) - mu_a * mu_b
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    m = ((2 * mu_a * mu_b + c1) * (2 * sab + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (saa + sbb + c2))
+    c1, c2 = 0.01**2, 0.03**2
+    m = ((2 * mu_a * mu_b + c1) * (2 * sab + c2)) / ((mu_a**2 + mu_b**2 + c1) * (saa + sbb + c2))
     return m.flatten(1).mean(1)
 
 

@@ -15,7 +15,7 @@ from genprint.modulation import MappingNetwork, Modulator, bake, select_convs
 
 
 def default_device() -> str:
-    """"cuda" when torch sees a GPU, else "cpu": where training, evaluation and serving run unless told otherwise."""
+    """ "cuda" when torch sees a GPU, else "cpu": where training, evaluation and serving run unless told otherwise."""
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -30,8 +30,14 @@ class GenprintModel(nn.Module):
     (so one DDP wrapper covers decoder, mapping and extractor); the reference decoder is a
     frozen copy of the original used for quality targets and unfingerprinted output."""
 
-    def __init__(self, adapter: GeneratorAdapter, modulated: list[str], mapping: MappingNetwork, extractor: Extractor,
-                 reference: nn.Module | None = None):
+    def __init__(
+        self,
+        adapter: GeneratorAdapter,
+        modulated: list[str],
+        mapping: MappingNetwork,
+        extractor: Extractor,
+        reference: nn.Module | None = None,
+    ):
         super().__init__()
         self.adapter = adapter
         self.decoder = adapter.decoder
@@ -47,12 +53,21 @@ class GenprintModel(nn.Module):
             self.encoder.requires_grad_(False).eval()
         if extractor.config.get("residual"):
             if self.encoder is None:
-                raise GenprintError(f"the residual extractor re-renders images through the encoder, and this {adapter.family} generator has none")
+                raise GenprintError(
+                    "the residual extractor re-renders images through the encoder, "
+                    f"and this {adapter.family} generator has none"
+                )
             extractor.attach_reference(self.re_render, adapter.downscale)
 
     @classmethod
-    def create(cls, adapter: GeneratorAdapter, nbits: int, modulate: list[str] | None = None, mapping: dict | None = None,
-               extractor: dict | None = None) -> "GenprintModel":
+    def create(
+        cls,
+        adapter: GeneratorAdapter,
+        nbits: int,
+        modulate: list[str] | None = None,
+        mapping: dict | None = None,
+        extractor: dict | None = None,
+    ) -> GenprintModel:
         names = select_convs(adapter.decoder, modulate or adapter.default_modulated)
         modules = dict(adapter.decoder.named_modules())
         mapping_net = MappingNetwork(nbits, [modules[n].in_channels for n in names], **(mapping or {}))
@@ -77,7 +92,8 @@ class GenprintModel(nn.Module):
         return next(self.mapping.parameters()).device
 
     def decode(self, latents: torch.Tensor, bits=None, scales: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """Latents -> images in [0, 1]; per-sample fingerprints (form a), or the fine-tuned decoder unmodulated when both are None."""
+        """Latents -> images in [0, 1]; per-sample fingerprints (form a), or the fine-tuned decoder unmodulated when
+        both are None."""
         self.adapter.check_latents(latents)
         if scales is None and bits is not None:
             scales = self.scales(bits)

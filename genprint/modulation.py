@@ -95,6 +95,7 @@ class Modulator:
             if self._own_input[index] and not torch.is_grad_enabled():  # with grad, autograd may have saved x
                 return (x.mul_(s),) + tuple(args[1:])
             return (x * s,) + tuple(args[1:])
+
         return scale_input
 
     @contextmanager

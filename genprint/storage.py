@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from urllib.parse import urlparse
 
+from genprint import settings
 from genprint.errors import GenprintError
 
 SIDECAR = ".sha256"
@@ -27,6 +28,16 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _inside(root: Path, relative: str) -> Path:
+    """root/relative, refusing a key that would land outside root (`..`, an absolute path): a store's keys come from
+    whoever wrote the store."""
+    root = Path(root).resolve()
+    path = (root / relative).resolve()
+    if root not in path.parents:
+        raise GenprintError(f"refusing the stored key {relative!r}: it points outside {root}")
+    return path
 
 
 def _join(*parts: str) -> str:
@@ -67,13 +78,16 @@ class ArtifactStore(ABC):
         return checksum
 
     def get_file(self, key: str, local: str | Path) -> Path:
-        """Download one file and verify it against its recorded checksum; the target is only replaced when it verifies."""
+        """Download one file and verify it against its recorded checksum; the target is only replaced when it
+        verifies."""
         local = Path(local)
         expected = self._read_text(key + SIDECAR)
         if expected is None:
             if not self.exists(key):
                 raise GenprintError(f"{self._where(key)} does not exist")
-            raise GenprintError(f"{self._where(key)} has no recorded checksum ({key}{SIDECAR}); upload it with genprint's store")
+            raise GenprintError(
+                f"{self._where(key)} has no recorded checksum ({key}{SIDECAR}); upload it with genprint's store"
+            )
         local.parent.mkdir(parents=True, exist_ok=True)
         if local.is_file() and sha256_file(local) == expected.strip():
             return local  # already here (cache hit)
@@ -84,8 +98,10 @@ class ArtifactStore(ABC):
             self._download(key, tmp)
             actual = sha256_file(tmp)
             if actual != expected.strip():
-                raise GenprintError(f"{self._where(key)} is corrupted: sha256 {actual[:16]}... does not match the recorded "
-                                    f"{expected.strip()[:16]}...; re-upload it")
+                raise GenprintError(
+                    f"{self._where(key)} is corrupted: sha256 {actual[:16]}... does not match the recorded "
+                    f"{expected.strip()[:16]}...; re-upload it"
+                )
             tmp.replace(local)
         finally:
             tmp.unlink(missing_ok=True)
@@ -97,7 +113,9 @@ class ArtifactStore(ABC):
         if not local_dir.is_dir():
             raise GenprintError(f"{local_dir} is not a directory")
         keys = []
-        for path in sorted(p for p in local_dir.rglob("*") if p.is_file() and not p.name.endswith(SIDECAR)):
+        files = sorted(p for p in local_dir.rglob("*") if p.is_file() and not p.name.endswith(SIDECAR))
+        # config.json last: a bundle whose upload stops midway has no config naming files that are not there
+        for path in sorted(files, key=lambda p: p.name == "config.json"):
             key = _join(prefix, path.relative_to(local_dir).as_posix())
             self.put_file(path, key)
             keys.append(key)
@@ -111,8 +129,8 @@ class ArtifactStore(ABC):
         local_dir = Path(local_dir)
         base = _join(prefix)
         for key in keys:
-            rel = key[len(base):].lstrip("/") if base else key
-            self.get_file(key, local_dir / rel)
+            rel = key[len(base) :].lstrip("/") if base else key
+            self.get_file(key, _inside(local_dir, rel))
         return local_dir
 
     def list(self, prefix: str = "") -> list[str]:
@@ -168,7 +186,9 @@ class LocalStore(ArtifactStore):
             return [prefix]
         if not base.is_dir():
             return []
-        return [p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file() and not p.name.startswith(".")]
+        return [
+            p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file() and not p.name.startswith(".")
+        ]
 
 
 class S3Store(ArtifactStore):
@@ -187,21 +207,34 @@ class S3Store(ArtifactStore):
         try:
             return fn(*args, **kwargs)
         except bex.NoCredentialsError:
-            raise GenprintError(f"no AWS credentials for {what}: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE") from None
+            raise GenprintError(
+                f"no AWS credentials for {what}: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE"
+            ) from None
         except (bex.EndpointConnectionError, bex.ConnectTimeoutError, bex.ReadTimeoutError) as exc:
             raise GenprintError(f"cannot reach the S3 endpoint for {what}: {exc} (check AWS_ENDPOINT_URL_S3)") from None
         except bex.ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in ("NoSuchBucket",):
                 raise GenprintError(f"bucket {self.bucket!r} does not exist ({what})") from None
-            if code in ("SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "403", "InvalidToken", "ExpiredToken"):
-                raise GenprintError(f"S3 refused the credentials for {what} ({code}): check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
-                                    "or AWS_PROFILE") from None
+            if code in (
+                "SignatureDoesNotMatch",
+                "InvalidAccessKeyId",
+                "AccessDenied",
+                "403",
+                "InvalidToken",
+                "ExpiredToken",
+            ):
+                raise GenprintError(
+                    f"S3 refused the credentials for {what} ({code}): check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+                    "or AWS_PROFILE"
+                ) from None
             if code in ("NoSuchKey", "404", "NotFound"):
                 if not self._bucket_exists():
                     raise GenprintError(f"bucket {self.bucket!r} does not exist ({what})") from None
                 raise FileNotFoundError(what) from None
-            raise GenprintError(f"S3 error for {what}: {code} {exc.response.get('Error', {}).get('Message', '')}") from None
+            raise GenprintError(
+                f"S3 error for {what}: {code} {exc.response.get('Error', {}).get('Message', '')}"
+            ) from None
 
     def _bucket_exists(self) -> bool:
         import botocore.exceptions as bex
@@ -255,8 +288,9 @@ def s3_client():
     import boto3
     from botocore.config import Config
 
-    return boto3.session.Session().client("s3", config=Config(retries={"max_attempts": 3, "mode": "standard"},
-                                                                s3={"addressing_style": "path"}))
+    return boto3.session.Session().client(
+        "s3", config=Config(retries={"max_attempts": 3, "mode": "standard"}, s3={"addressing_style": "path"})
+    )
 
 
 def open_store(url: str | Path) -> ArtifactStore:
@@ -274,10 +308,6 @@ def open_store(url: str | Path) -> ArtifactStore:
     return LocalStore(text)
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("GENPRINT_CACHE", Path.home() / ".cache" / "genprint"))
-
-
 def fetch_bundle(url_or_path: str | Path, cache_dir: str | Path | None = None) -> Path:
     """A local directory holding the bundle at url_or_path: local paths are returned as they are, `s3://` bundles are
     downloaded (verified, unchanged files reused) into cache_dir."""
@@ -289,7 +319,7 @@ def fetch_bundle(url_or_path: str | Path, cache_dir: str | Path | None = None) -
         return path
     store = open_store(text)
     key = hashlib.sha256(text.rstrip("/").encode()).hexdigest()[:16]
-    target = Path(cache_dir or default_cache_dir() / "bundles") / key
+    target = Path(cache_dir or settings.cache_dir() / "bundles") / key
     store.get_dir("", target)
     wanted = {target / k for k in store.list()}
     for stale in [p for p in target.rglob("*") if p.is_file() and p not in wanted]:
@@ -297,14 +327,26 @@ def fetch_bundle(url_or_path: str | Path, cache_dir: str | Path | None = None) -
     return target
 
 
-def resolve_model(uri: str | Path, cache_dir: str | Path | None = None) -> Path:
-    """The one resolver the CLI and serving use: a bundle path, `s3://...`, or `models:/NAME@ALIAS` / `models:/NAME/VERSION`
-    (MLflow model registry; MLflow is only imported for those) -> a local bundle directory."""
-    text = str(uri)
-    if text.startswith("models:/"):
-        try:
-            from pipelines.tracking import download_registered_bundle
-        except ImportError as exc:
-            raise GenprintError(f"{text} needs MLflow ({exc}); install genprint[ray]") from None
-        return download_registered_bundle(text, cache_dir=cache_dir)
-    return fetch_bundle(text, cache_dir)
+def mirror_folder(url: str, cache_root: Path) -> Path:
+    """A local copy of every object under s3://bucket/prefix, for folders genprint did not write (a diffusers
+    pipeline): no checksums to verify, so a file is fetched once and a half-downloaded one never looks cached."""
+    parsed = urlparse(url)
+    bucket, prefix = parsed.netloc, parsed.path.strip("/")
+    target = Path(cache_root) / hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16]
+    client = s3_client()
+    try:
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/" if prefix else "")
+        keys = [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+    except Exception as exc:  # botocore raises many types: no bucket, bad credentials, no endpoint
+        raise GenprintError(f"cannot list {url}: {str(exc).splitlines()[0]}") from None
+    if not keys:
+        raise GenprintError(f"{url} holds no files")
+    for key in keys:
+        local = _inside(target, key[len(prefix) :].lstrip("/"))
+        if local.is_file():
+            continue
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(f".{local.name}.part")
+        client.download_file(bucket, key, str(tmp))
+        tmp.replace(local)
+    return target

@@ -6,16 +6,15 @@ modulation, attack, extract, and minimise BCE(bits) + quality(fingerprinted vs o
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import json
 import logging
 import os
 import random
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -31,7 +30,7 @@ from genprint.evaluation import crop_metrics, held_out_crops
 from genprint.generators import load_adapter_source
 from genprint.metrics import bit_accuracy, psnr, ssim
 from genprint.model import GenprintModel, default_device
-from genprint.paths import taef2_dir
+from genprint.settings import taef2_dir
 
 log = logging.getLogger(__name__)
 __all__ = ["Trainer", "load_config", "TrainConfig"]
@@ -49,7 +48,10 @@ def decoder_parameters(decoder: torch.nn.Module, frozen: list[str]) -> list[torc
     named = dict(decoder.named_parameters())
     held = {name for name in named if any(fnmatch.fnmatchcase(name.rpartition(".")[0], p) for p in frozen)}
     if unmatched := [p for p in frozen if not any(fnmatch.fnmatchcase(n.rpartition(".")[0], p) for n in named)]:
-        raise GenprintError(f"decoder_frozen: {unmatched} match no decoder module; some names: {sorted({n.rpartition('.')[0] for n in named})[:6]}")
+        raise GenprintError(
+            f"decoder_frozen: {unmatched} match no decoder module; "
+            f"some names: {sorted({n.rpartition('.')[0] for n in named})[:6]}"
+        )
     return [p for name, p in named.items() if name not in held]
 
 
@@ -57,7 +59,9 @@ def build_model(config: TrainConfig) -> GenprintModel:
     family = config.generator.get("family", "taef2")
     source = config.generator.get("source") or (taef2_dir() if family == "taef2" else None)
     adapter = load_adapter_source(family, source)
-    return GenprintModel.create(adapter, config.nbits, modulate=config.modulate, mapping=config.mapping, extractor=config.extractor)
+    return GenprintModel.create(
+        adapter, config.nbits, modulate=config.modulate, mapping=config.mapping, extractor=config.extractor
+    )
 
 
 class Trainer:
@@ -67,8 +71,14 @@ class Trainer:
     own streams); `wrap(fn)` swaps `self.joint` for e.g. a DDP wrapper so gradients are synced.
     """
 
-    def __init__(self, config: TrainConfig, photos: str | Path | None = None, device: str | torch.device | None = None,
-                 rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        config: TrainConfig,
+        photos: str | Path | None = None,
+        device: str | torch.device | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         self.config = config
         self.device = torch.device(device or default_device())
         if config.threads:
@@ -82,23 +92,44 @@ class Trainer:
         self.photos = photos
         train_paths, _ = split(resolve_photos(photos), config.holdout)
         shard = train_paths[rank::world_size] or train_paths
-        self.bank = LatentBank(self.model.encode, shard, self.model.adapter.downscale, config.crop, seed=seed, device=self.device)
+        self.bank = LatentBank(
+            self.model.encode, shard, self.model.adapter.downscale, max(config.crops), seed=seed, device=self.device
+        )
         self.bits_gen = torch.Generator().manual_seed(seed + 7)
+        self.size_gen = torch.Generator().manual_seed(seed + 13)  # which crop size each step trains at
         self.attacks = TrainAttacks(config.attacks, seed=seed)
         tuned = decoder_parameters(self.model.decoder, config.decoder_frozen) if config.train_decoder else []
         self.model.decoder.requires_grad_(False)
         for p in tuned:
             p.requires_grad_(True)
-        groups = [{"params": list(self.model.mapping.parameters()) + list(self.model.extractor.parameters()), "lr": config.lr.at(0), "name": "fingerprint"}]
+        groups = [
+            {
+                "params": list(self.model.mapping.parameters()) + list(self.model.extractor.parameters()),
+                "lr": config.lr.at(0),
+                "name": "fingerprint",
+            }
+        ]
         if tuned:
             groups.append({"params": tuned, "lr": 0.0, "name": "decoder"})
         self.optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-        self.curriculum = Curriculum(CurriculumConfig.parse(config.curriculum)) if config.curriculum is not None else None
+        self.curriculum = (
+            Curriculum(CurriculumConfig.parse(config.curriculum)) if config.curriculum is not None else None
+        )
         self.bf16 = config.precision == "bf16" or (config.precision == "auto" and bf16_native(self.device))
         if config.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        n = config.batch_size // 2 if config.complementary_pairs else config.batch_size
-        self.targets = TargetPool(self.bank, self._place, self._reference, n, config.reference_reuse, seed=seed + 11)
+        self.targets = {
+            crop: TargetPool(
+                self.bank,
+                self._place,
+                self._reference,
+                crop,
+                self._windows(crop),
+                config.reference_reuse,
+                seed=seed + 11 + k,
+            )
+            for k, crop in enumerate(config.crops)
+        }
         self.step = 0
         self.train_seconds = 0.0  # time spent in training steps, across resumes (the learning curve's hours)
 
@@ -108,6 +139,11 @@ class Trainer:
     def autocast(self):
         """bfloat16 autocast when the config's precision asks for it; a no-op otherwise."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def _windows(self, crop: int) -> int:
+        """Latent windows a step at `crop` px draws (each decoded twice with complementary pairs)."""
+        n = self.config.batch_for(crop)
+        return n // 2 if self.config.complementary_pairs else n
 
     def _place(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents on the training device, in the training memory layout."""
@@ -120,7 +156,8 @@ class Trainer:
             return self.model.decode_reference(latents).float()
 
     def schedule(self, step: int) -> tuple[float, float, float]:
-        """(quality weight, attack strength, learning-rate factor) at `step`: the curriculum's, else the config's schedules."""
+        """(quality weight, attack strength, learning-rate factor) at `step`: the curriculum's, else the config's
+        schedules."""
         if self.curriculum is not None:
             return self.curriculum.quality_weight, self.curriculum.attack_strength, self.curriculum.lr_factor
         return self.config.quality_weight.at(step), self.config.attack_strength.at(step), 1.0
@@ -132,8 +169,9 @@ class Trainer:
             group["lr"] = (cfg.decoder_lr if group["name"] == "decoder" else cfg.lr).at(step) * lr_factor
         self.model.train()
         self.model.reference.eval()
-        n = cfg.batch_size // 2 if cfg.complementary_pairs else cfg.batch_size
-        latents, target = self.targets.sample(n)
+        crop = cfg.crops[int(torch.randint(len(cfg.crops), (1,), generator=self.size_gen))]
+        n = self._windows(crop)
+        latents, target = self.targets[crop].sample(n)
         bits = torch.randint(0, 2, (n, cfg.nbits), generator=self.bits_gen).float().to(self.device)
         if cfg.complementary_pairs:  # content is shared within a pair, so it cancels out of the bit gradients
             latents, bits, target = latents.repeat(2, 1, 1, 1), torch.cat([bits, 1 - bits]), target.repeat(2, 1, 1, 1)
@@ -146,7 +184,9 @@ class Trainer:
         structural = 1 - ssim(images, target).mean()
         loss = cfg.bit_weight.at(step) * bce + quality_weight * (mse + cfg.ssim_weight * structural)
         if not torch.isfinite(loss):
-            raise GenprintError(f"loss became {loss.item()} at step {step}: lower the learning rates or the scale range")
+            raise GenprintError(
+                f"loss became {loss.item()} at step {step}: lower the learning rates or the scale range"
+            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -154,35 +194,60 @@ class Trainer:
         self.optimizer.step()
         self.step += 1
         with torch.no_grad():
-            metrics = {"loss": loss.item(), "bce": bce.item(), "mse": mse.item(), "bit_acc": bit_accuracy(logits, bits).mean().item(),
-                       "psnr": psnr(images, target).mean().item(), "ssim": 1 - structural.item(), "quality_weight": quality_weight,
-                       "attack_strength": strength}
+            metrics = {
+                "loss": loss.item(),
+                "bce": bce.item(),
+                "mse": mse.item(),
+                "bit_acc": bit_accuracy(logits, bits).mean().item(),
+                "psnr": psnr(images, target).mean().item(),
+                "ssim": 1 - structural.item(),
+                "quality_weight": quality_weight,
+                "attack_strength": strength,
+            }
         if self.curriculum is not None:
             self.curriculum.update(metrics["bit_acc"], metrics["psnr"], self.step)
         return metrics
 
-    def run(self, steps: int | None = None, callback: Callable[[int, dict], None] | None = None,
-            checkpoint_dir: str | Path | None = None, progress: bool = True) -> dict[str, float]:
+    def run(
+        self,
+        steps: int | None = None,
+        callback: Callable[[int, dict], None] | None = None,
+        checkpoint_dir: str | Path | None = None,
+        progress: bool = True,
+    ) -> dict[str, float]:
         """Train until `steps` (default: config.steps); resumes from checkpoint_dir/last.pt when present.
 
-        With `validate_every`, held-out crops are read every that many steps and a row goes to checkpoint_dir/curve.jsonl
-        (step, hours of training, stream and held-out metrics, the curriculum's state): the run's learning curve."""
+        With `validate_every`, held-out crops are read every that many steps and a row goes to
+        checkpoint_dir/curve.jsonl (step, hours of training, stream and held-out metrics, the curriculum's state): the
+        run's learning curve."""
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         progress = progress and Console(stderr=True).is_terminal  # in logs and CI: one line per window instead
         total = steps or self.config.steps
         if self.curriculum is None and (cut := self.config.cut_short(total)):
-            log.warning("the run stops at step %d, before these schedules reach their final values: %s", total, ", ".join(cut))
+            log.warning(
+                "the run stops at step %d, before these schedules reach their final values: %s", total, ", ".join(cut)
+            )
         ckpt = Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None
         if ckpt and ckpt.exists():
             self.load_state_dict(torch.load(ckpt, map_location=self.device, weights_only=True))
             log.info("resumed from %s at step %d", ckpt, self.step)
-        curve = LearningCurve(self, Path(checkpoint_dir) / "curve.jsonl") if checkpoint_dir and self.config.validate_every else None
+        curve = (
+            LearningCurve(self, Path(checkpoint_dir) / "curve.jsonl")
+            if checkpoint_dir and self.config.validate_every
+            else None
+        )
         window: list[dict] = []
         summary: dict[str, float] = {}
-        columns = [TextColumn("[bold]train[/]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn()]
+        columns = [
+            TextColumn("[bold]train[/]"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        ]
         with Progress(*columns, disable=not progress, transient=False) as bar:
             task = bar.add_task("train", total=total, completed=self.step, info="")
             while self.step < total:
@@ -192,7 +257,9 @@ class Trainer:
                 if self.step % self.config.log_every == 0 or self.step == total:
                     summary = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
                     window.clear()
-                    info = f"bit_acc {summary['bit_acc']:.3f}  psnr {summary['psnr']:.1f} dB  loss {summary['loss']:.3f}"
+                    info = (
+                        f"bit_acc {summary['bit_acc']:.3f}  psnr {summary['psnr']:.1f} dB  loss {summary['loss']:.3f}"
+                    )
                     if self.curriculum is not None:
                         c = self.curriculum.summary()
                         info += f"  [{c['stage']}: {c['psnr_target']:.1f} dB, attacks {c['attack_strength']:.2f}]"
@@ -216,9 +283,19 @@ class Trainer:
 
     def state_dict(self) -> dict:
         m = self.model
-        state = {"step": self.step, "decoder": m.decoder.state_dict(), "mapping": m.mapping.state_dict(),
-                 "extractor": m.extractor.state_dict(), "optimizer": self.optimizer.state_dict(), "bank": self.bank.state_dict(),
-                 "targets": self.targets.state_dict(), "bits_gen": self.bits_gen.get_state(), "attacks": self.attacks.state_dict(), "train_seconds": self.train_seconds}
+        state = {
+            "step": self.step,
+            "decoder": m.decoder.state_dict(),
+            "mapping": m.mapping.state_dict(),
+            "extractor": m.extractor.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "bank": self.bank.state_dict(),
+            "targets": {crop: pool.state_dict() for crop, pool in self.targets.items()},
+            "bits_gen": self.bits_gen.get_state(),
+            "size_gen": self.size_gen.get_state(),
+            "attacks": self.attacks.state_dict(),
+            "train_seconds": self.train_seconds,
+        }
         if self.curriculum is not None:
             state["curriculum"] = self.curriculum.state_dict()
         return state
@@ -231,8 +308,11 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.bank.load_state_dict(state["bank"])
         if "targets" in state:
-            self.targets.load_state_dict(state["targets"])
+            for crop, pool in self.targets.items():
+                pool.load_state_dict(state["targets"][crop])
         self.bits_gen.set_state(state["bits_gen"])
+        if "size_gen" in state:
+            self.size_gen.set_state(state["size_gen"])
         self.attacks.load_state_dict(state["attacks"])
         if self.curriculum is not None and "curriculum" in state:
             self.curriculum.load_state_dict(state["curriculum"])
@@ -244,23 +324,40 @@ class Trainer:
 
 
 class TargetPool:
-    """Latent windows with their reference decodes (the quality targets), each reused for about `reuse` steps.
+    """Latent windows of one size with their reference decodes (the quality targets), each reused for about `reuse`
+    steps.
 
-    A step draws `batch` windows from a pool of `batch * reuse * 8` and replaces `batch / reuse` of them with fresh
-    windows, so it decodes that many references instead of a whole batch; every reuse gets a fresh code and attack.
-    With `reuse` 1 every window is fresh and nothing is pooled (one reference decode per window, as before)."""
+    A step draws `batch` windows from a pool of `batch * reuse * 8` and replaces `batch / reuse` of them (on average)
+    with fresh windows, so it decodes that many references instead of a whole batch; every reuse gets a fresh code
+    and attack. With `reuse` 1 every window is fresh and nothing is pooled."""
 
-    def __init__(self, bank: LatentBank, place: Callable[[torch.Tensor], torch.Tensor],
-                 reference: Callable[[torch.Tensor], torch.Tensor], batch: int, reuse: int, seed: int = 0):
-        if not 1 <= reuse <= batch or batch % reuse:
-            raise GenprintError(f"reference_reuse must divide the {batch} windows a step draws, got {reuse}")
-        self.bank, self.place, self.reference, self.batch, self.reuse = bank, place, reference, batch, reuse
+    def __init__(
+        self,
+        bank: LatentBank,
+        place: Callable[[torch.Tensor], torch.Tensor],
+        reference: Callable[[torch.Tensor], torch.Tensor],
+        crop: int,
+        batch: int,
+        reuse: int,
+        seed: int = 0,
+    ):
+        if reuse < 1:
+            raise GenprintError(f"reference_reuse must be at least 1, got {reuse}")
+        self.bank, self.place, self.reference, self.crop, self.batch, self.reuse = (
+            bank,
+            place,
+            reference,
+            crop,
+            batch,
+            reuse,
+        )
         self.gen = torch.Generator().manual_seed(seed)
         self.latents: torch.Tensor | None = None
         self.images: torch.Tensor | None = None
+        self.credit = 0.0  # fresh windows owed: batch / reuse a step, taken whole
 
     def _fresh(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        latents = self.place(self.bank.sample(n))
+        latents = self.place(self.bank.sample(n, self.crop))
         return latents, self.reference(latents)
 
     def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -271,16 +368,20 @@ class TargetPool:
         size = len(self.latents)
         pick = torch.randperm(size, generator=self.gen)[:n]
         latents, images = self.latents[pick], self.images[pick]
-        slots = torch.randperm(size, generator=self.gen)[: n // self.reuse]
-        self.latents[slots], self.images[slots] = self._fresh(len(slots))
+        self.credit += n / self.reuse
+        if fresh := int(self.credit):
+            self.credit -= fresh
+            slots = torch.randperm(size, generator=self.gen)[:fresh]
+            self.latents[slots], self.images[slots] = self._fresh(fresh)
         return latents, images
 
     def state_dict(self) -> dict:
         pool = {} if self.latents is None else {"latents": self.latents.cpu(), "images": self.images.cpu()}
-        return {"gen": self.gen.get_state(), **pool}
+        return {"gen": self.gen.get_state(), "credit": self.credit, **pool}
 
     def load_state_dict(self, state: dict) -> None:
         self.gen.set_state(state["gen"])
+        self.credit = float(state.get("credit", 0.0))
         if "latents" in state:
             self.latents = self.place(state["latents"])
             self.images = state["images"].to(self.latents.device)
@@ -290,20 +391,31 @@ class LearningCurve:
     """Held-out bit accuracy (read through the extractor's margin, so the interior) and PSNR against steps and hours,
     one JSON row per check, appended to `path`: the record a long run leaves for docs/results.md and its plot."""
 
-    SAMPLES, SIZE = 32, 128  # crops of held-out photos at 128 px: a few seconds per check
+    SAMPLES, SIZE = 16, 256  # held-out crops at the size the evaluation reads: a few seconds per check
 
-    def __init__(self, trainer: "Trainer", path: Path):
+    def __init__(self, trainer: Trainer, path: Path):
         self.trainer, self.path = trainer, path
-        cfg = dataclasses.replace(trainer.config, crop=self.SIZE)
-        self.latents, self.bits = held_out_crops(trainer.model, cfg, samples=self.SAMPLES, seed=123, bits_seed=5,
-                                                photos=trainer.photos)
+        self.latents, self.bits = held_out_crops(
+            trainer.model,
+            trainer.config,
+            samples=self.SAMPLES,
+            seed=123,
+            bits_seed=5,
+            photos=trainer.photos,
+            crop=self.SIZE,
+        )
 
     def record(self, stream: dict[str, float]) -> dict:
         t = self.trainer
         accuracy, quality = crop_metrics(t.model, self.latents.to(t.device), self.bits.to(t.device))
-        row = {"step": t.step, "hours": round(t.train_seconds / 3600, 4), "held_out_bit_acc": round(accuracy, 4),
-               "held_out_psnr": round(quality, 2), "stream_bit_acc": round(stream.get("bit_acc", float("nan")), 4),
-               "stream_psnr": round(stream.get("psnr", float("nan")), 2)}
+        row = {
+            "step": t.step,
+            "hours": round(t.train_seconds / 3600, 4),
+            "held_out_bit_acc": round(accuracy, 4),
+            "held_out_psnr": round(quality, 2),
+            "stream_bit_acc": round(stream.get("bit_acc", float("nan")), 4),
+            "stream_psnr": round(stream.get("psnr", float("nan")), 2),
+        }
         if t.curriculum is not None:
             row.update(t.curriculum.summary())
         self.path.parent.mkdir(parents=True, exist_ok=True)

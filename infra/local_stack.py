@@ -36,8 +36,18 @@ BUCKET = "genprint"
 REGION = "us-east-1"
 STATE = "stack.json"
 ENV_FILE = "stack.env"
-WEED_PORTS = ["master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
-              "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc"]
+WEED_PORTS = [
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port",
+    "s3.port.grpc",
+    "admin.port",
+    "admin.port.grpc",
+]
 
 
 class StackError(RuntimeError):
@@ -101,17 +111,34 @@ def weed_mini_command(weed: str, data_dir: Path, s3_config: Path, ports: dict[st
     S3 unix socket in `data_dir`, and only S3 served. weed's default socket, /tmp/seaweedfs-s3-<port>.sock, outlives
     the server; a path too long for a unix socket (107 bytes) keeps it. The local stack and the tests start this."""
     sock = data_dir / "s3.sock"
-    return [weed, "mini", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data_dir}", f"-s3.config={s3_config}",
-            "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
-            *([f"-s3.localSocket={sock}"] if len(str(sock).encode()) <= 107 else []),
-            *[f"-{name}={port}" for name, port in ports.items()]]
+    return [
+        weed,
+        "mini",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-dir={data_dir}",
+        f"-s3.config={s3_config}",
+        "-webdav=false",
+        "-admin.ui=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-master.telemetry=false",
+        *([f"-s3.localSocket={sock}"] if len(str(sock).encode()) <= 107 else []),
+        *[f"-{name}={port}" for name, port in ports.items()],
+    ]
 
 
 def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start a service in its own session, so `stop` can end it and every child it forks by one process group."""
     with open(log, "ab") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, **(env or {})}, start_new_session=True)
+        return subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
 
 
 def _ours(pid: int, marker: str) -> bool:
@@ -156,14 +183,18 @@ class Postgres:
         extra = {"user": self.run_as} if self.run_as else {}
         done = subprocess.run(args, capture_output=True, text=True, cwd=self.root, **extra, **kw)
         if done.returncode != 0:
-            raise StackError(f"{Path(args[0]).name} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}"
-                             f"\n{tail(self.log)}")
+            raise StackError(
+                f"{Path(args[0]).name} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}"
+                f"\n{tail(self.log)}"
+            )
         return done
 
     def start(self, port: int, password: str) -> None:
         for tool in ("initdb", "pg_ctl", "createdb"):
             if not (PG_BIN / tool).exists():
-                raise StackError(f"PostgreSQL binaries not found in {PG_BIN} (set GENPRINT_PG_BIN or use --backend sqlite)")
+                raise StackError(
+                    f"PostgreSQL binaries not found in {PG_BIN} (set GENPRINT_PG_BIN or use --backend sqlite)"
+                )
         fresh = not (self.data / "PG_VERSION").exists()
         self.root.mkdir(mode=0o700, exist_ok=True)
         if self.run_as:
@@ -174,12 +205,37 @@ class Postgres:
             if self.run_as:
                 shutil.chown(pwfile, self.run_as)
             try:
-                self._run([str(PG_BIN / "initdb"), "-D", str(self.data), "-U", self.user, "--auth=scram-sha-256",
-                           f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C"])
+                self._run(
+                    [
+                        str(PG_BIN / "initdb"),
+                        "-D",
+                        str(self.data),
+                        "-U",
+                        self.user,
+                        "--auth=scram-sha-256",
+                        f"--pwfile={pwfile}",
+                        "-E",
+                        "UTF8",
+                        "--locale=C",
+                    ]
+                )
             finally:
                 pwfile.unlink(missing_ok=True)
-        self._run([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
-                   "-o", f"-h 127.0.0.1 -p {port} -k ''", "start"])
+        self._run(
+            [
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.log),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                f"-h 127.0.0.1 -p {port} -k ''",
+                "start",
+            ]
+        )
         if fresh:
             env = {**os.environ, "PGPASSWORD": password}
             for db in ("registry", "mlflow"):
@@ -209,8 +265,11 @@ def _credentials(stack_dir: Path) -> dict[str, str]:
     path = stack_dir / "credentials.json"
     if path.exists():
         return json.loads(path.read_text())
-    creds = {"s3_access_key": "genprint-" + secrets.token_hex(6), "s3_secret_key": secrets.token_urlsafe(24),
-             "pg_password": secrets.token_urlsafe(18)}
+    creds = {
+        "s3_access_key": "genprint-" + secrets.token_hex(6),
+        "s3_secret_key": secrets.token_urlsafe(24),
+        "pg_password": secrets.token_urlsafe(18),
+    }
     _write_private(path, json.dumps(creds, indent=2))
     return creds
 
@@ -223,8 +282,13 @@ def _load_state(stack_dir: Path) -> dict | None:
 def _s3_client(endpoint: str, creds: dict[str, str]):
     import boto3
 
-    return boto3.client("s3", endpoint_url=endpoint, region_name=REGION, aws_access_key_id=creds["s3_access_key"],
-                        aws_secret_access_key=creds["s3_secret_key"])
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id=creds["s3_access_key"],
+        aws_secret_access_key=creds["s3_secret_key"],
+    )
 
 
 def _http_ok(url: str) -> bool:
@@ -259,13 +323,26 @@ def start(stack_dir: Path, backend: str, say=print) -> dict:
 
         ports = dict(zip(WEED_PORTS, free_ports(len(WEED_PORTS))))
         s3_config = stack_dir / "s3.json"
-        _write_private(s3_config, json.dumps({"identities": [{"name": "genprint", "credentials": [
-            {"accessKey": creds["s3_access_key"], "secretKey": creds["s3_secret_key"]}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+        _write_private(
+            s3_config,
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "genprint",
+                            "credentials": [{"accessKey": creds["s3_access_key"], "secretKey": creds["s3_secret_key"]}],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        }
+                    ]
+                }
+            ),
+        )
         (stack_dir / "seaweedfs").mkdir(exist_ok=True)
         endpoint = f"http://127.0.0.1:{ports['s3.port']}"
         say(f"SeaweedFS S3 on {endpoint}")
-        weed = _spawn(weed_mini_command(executable("weed"), stack_dir / "seaweedfs", s3_config, ports), logs / "seaweedfs.log")
+        weed = _spawn(
+            weed_mini_command(executable("weed"), stack_dir / "seaweedfs", s3_config, ports), logs / "seaweedfs.log"
+        )
         state["pids"]["seaweedfs"], state["ports"]["s3"] = weed.pid, ports["s3.port"]
         _save(stack_dir, state)
         s3 = _s3_client(endpoint, creds)
@@ -273,17 +350,38 @@ def start(stack_dir: Path, backend: str, say=print) -> dict:
         if BUCKET not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
             s3.create_bucket(Bucket=BUCKET)
 
-        s3_env = {"AWS_ENDPOINT_URL_S3": endpoint, "MLFLOW_S3_ENDPOINT_URL": endpoint,
-                  "AWS_ACCESS_KEY_ID": creds["s3_access_key"], "AWS_SECRET_ACCESS_KEY": creds["s3_secret_key"],
-                  "AWS_DEFAULT_REGION": REGION}
+        s3_env = {
+            "AWS_ENDPOINT_URL_S3": endpoint,
+            "MLFLOW_S3_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": creds["s3_access_key"],
+            "AWS_SECRET_ACCESS_KEY": creds["s3_secret_key"],
+            "AWS_DEFAULT_REGION": REGION,
+        }
         state["ports"]["mlflow"] = mlflow_port = free_ports(1)[0]
         tracking = f"http://127.0.0.1:{mlflow_port}"
         say(f"MLflow on {tracking} (artifacts s3://{BUCKET}/mlflow)")
         # Store URIs through the environment: the password stays out of the process list.
-        mlflow = _spawn([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
-                         "--workers", "1", "--serve-artifacts"], logs / "mlflow.log",
-                        env={**s3_env, "MLFLOW_BACKEND_STORE_URI": mlflow_store,
-                             "MLFLOW_ARTIFACTS_DESTINATION": f"s3://{BUCKET}/mlflow"})
+        mlflow = _spawn(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(mlflow_port),
+                "--workers",
+                "1",
+                "--serve-artifacts",
+            ],
+            logs / "mlflow.log",
+            env={
+                **s3_env,
+                "MLFLOW_BACKEND_STORE_URI": mlflow_store,
+                "MLFLOW_ARTIFACTS_DESTINATION": f"s3://{BUCKET}/mlflow",
+            },
+        )
         state["pids"]["mlflow"] = mlflow.pid
         _save(stack_dir, state)
         wait_until(lambda: _http_ok(f"{tracking}/health"), "MLflow", 180, mlflow, logs / "mlflow.log")
@@ -349,8 +447,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="local_stack", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["start", "stop", "status"])
     parser.add_argument("--dir", type=Path, default=default_dir(), help="where data, logs and stack.env live")
-    parser.add_argument("--backend", choices=["postgres", "sqlite"], default="postgres",
-                        help="database behind MLflow and the registry (start only)")
+    parser.add_argument(
+        "--backend",
+        choices=["postgres", "sqlite"],
+        default="postgres",
+        help="database behind MLflow and the registry (start only)",
+    )
     parser.add_argument("--purge", action="store_true", help="stop: also delete all data and credentials")
     args = parser.parse_args(argv)
     from rich.console import Console
@@ -368,7 +470,9 @@ def main(argv: list[str] | None = None) -> int:
             report = status(args.dir)
             for name, svc in report["services"].items():
                 ok = svc["alive"] and svc["listening"]
-                console.print(f"{name:10} pid {svc['pid']:<8} port {svc['port']:<6} {'[green]up' if ok else '[red]down'}")
+                console.print(
+                    f"{name:10} pid {svc['pid']:<8} port {svc['port']:<6} {'[green]up' if ok else '[red]down'}"
+                )
             if not report["services"]:
                 console.print(f"no local stack in {args.dir}")
             print(json.dumps(report))

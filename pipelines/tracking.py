@@ -11,16 +11,16 @@ Aliases (`candidate`, `production`) move as a pair.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from genprint.bundle import read_config
+from genprint import settings
+from genprint.bundle import default_bundle, read_config
 from genprint.errors import GenprintError
-from genprint.storage import default_cache_dir, sha256_file
+from genprint.storage import fetch_bundle, sha256_file
 
 GENERATOR_MODEL = "genprint-generator"
 EXTRACTOR_MODEL = "genprint-extractor"
@@ -28,25 +28,24 @@ MODELS = (GENERATOR_MODEL, EXTRACTOR_MODEL)
 ALIASES = ("candidate", "production")
 # Which bundle files make up each registered half; config.json travels with both (it holds the model_id).
 PARTS = {
-    GENERATOR_MODEL: ("config.json", "decoder.safetensors", "reference_decoder.safetensors", "encoder.safetensors", "mapping.safetensors"),
+    GENERATOR_MODEL: (
+        "config.json",
+        "decoder.safetensors",
+        "reference_decoder.safetensors",
+        "encoder.safetensors",
+        "mapping.safetensors",
+    ),
     EXTRACTOR_MODEL: ("config.json", "extractor.safetensors"),
 }
 EXPERIMENT = "genprint"
 
 
-def genprint_home() -> Path:
-    return Path(os.environ.get("GENPRINT_HOME", Path.home() / ".genprint"))
-
-
 def tracking_uri(flag: str | None = None) -> str:
-    """--tracking-uri, else $MLFLOW_TRACKING_URI, else a SQLite file under $GENPRINT_HOME (~/.genprint)."""
+    """--tracking-uri, else genprint.settings.tracking_uri() ($MLFLOW_TRACKING_URI or SQLite in $GENPRINT_HOME)."""
     if flag:
         return flag
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    home = genprint_home()
-    home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{home.resolve() / 'mlflow.db'}"
+    settings.home().mkdir(parents=True, exist_ok=True)
+    return settings.tracking_uri()
 
 
 def client(uri: str | None = None):
@@ -64,7 +63,7 @@ def experiment_id(mlc, name: str = EXPERIMENT) -> str:
     exp = mlc.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    root = os.environ.get("GENPRINT_ARTIFACT_ROOT") or (genprint_home().resolve() / "mlartifacts").as_uri()
+    root = settings.artifact_root()
     try:
         return mlc.create_experiment(name, artifact_location=f"{root.rstrip('/')}/{name}")
     except Exception:  # created concurrently by another process
@@ -93,11 +92,15 @@ class RunTracker:
         self.client, self.run_id = mlc, run_id
 
     @classmethod
-    def start(cls, run_name: str, config: dict, uri: str | None = None, experiment: str = EXPERIMENT) -> "RunTracker":
+    def start(cls, run_name: str, config: dict, uri: str | None = None, experiment: str = EXPERIMENT) -> RunTracker:
         mlc = client(uri)
         exp = experiment_id(mlc, experiment)
-        unfinished = mlc.search_runs([exp], filter_string=f"tags.mlflow.runName = '{run_name}' and attributes.status != 'FINISHED'",
-                                     order_by=["attributes.start_time DESC"], max_results=1)
+        unfinished = mlc.search_runs(
+            [exp],
+            filter_string=f"tags.mlflow.runName = '{run_name}' and attributes.status != 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
         if unfinished:  # the same run name again: a resume, log into the same run
             run_id = unfinished[0].info.run_id
             mlc.update_run(run_id, status="RUNNING")
@@ -107,12 +110,12 @@ class RunTracker:
 
             params = [Param(k, v) for k, v in _flatten(config).items()]
             for i in range(0, len(params), 100):  # log_batch takes at most 100 params per call
-                mlc.log_batch(run_id, params=params[i:i + 100])
+                mlc.log_batch(run_id, params=params[i : i + 100])
             mlc.log_dict(run_id, config, "config.json")
         return cls(mlc, run_id)
 
     @classmethod
-    def attach(cls, run_id: str, uri: str | None = None) -> "RunTracker":
+    def attach(cls, run_id: str, uri: str | None = None) -> RunTracker:
         return cls(client(uri), run_id)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
@@ -155,7 +158,8 @@ class RunTracker:
         self.client.set_terminated(self.run_id, status=status)
 
     def register_bundle(self, bundle_dir: str | Path, alias: str | None = "candidate") -> dict[str, str]:
-        """Log the bundle's two halves as run artifacts and register them as partner versions; returns {model name: version}."""
+        """Log the bundle's two halves as run artifacts and register them as partner versions; returns {model name:
+        version}."""
         return register_bundle(self.client, self.run_id, bundle_dir, alias)
 
 
@@ -186,11 +190,19 @@ def register_bundle(mlc, run_id: str, bundle_dir: str | Path, alias: str | None 
             mlc.log_artifacts(run_id, str(part), artifact_path)
             checksums = {p.name: sha256_file(p) for p in sorted(part.iterdir())}
             _ensure_registered_model(mlc, name)
-            mv = mlc.create_model_version(name, source=f"runs:/{run_id}/{artifact_path}", run_id=run_id,
-                                          tags={"model_id": model_id, "run_id": run_id, "sha256": json.dumps(checksums)})
+            mv = mlc.create_model_version(
+                name,
+                source=f"runs:/{run_id}/{artifact_path}",
+                run_id=run_id,
+                tags={"model_id": model_id, "run_id": run_id, "sha256": json.dumps(checksums)},
+            )
             versions[name] = str(mv.version)
-    mlc.set_model_version_tag(GENERATOR_MODEL, versions[GENERATOR_MODEL], "partner", f"{EXTRACTOR_MODEL}/{versions[EXTRACTOR_MODEL]}")
-    mlc.set_model_version_tag(EXTRACTOR_MODEL, versions[EXTRACTOR_MODEL], "partner", f"{GENERATOR_MODEL}/{versions[GENERATOR_MODEL]}")
+    mlc.set_model_version_tag(
+        GENERATOR_MODEL, versions[GENERATOR_MODEL], "partner", f"{EXTRACTOR_MODEL}/{versions[EXTRACTOR_MODEL]}"
+    )
+    mlc.set_model_version_tag(
+        EXTRACTOR_MODEL, versions[EXTRACTOR_MODEL], "partner", f"{GENERATOR_MODEL}/{versions[GENERATOR_MODEL]}"
+    )
     if alias:
         promote(mlc, GENERATOR_MODEL, versions[GENERATOR_MODEL], alias)
     return versions
@@ -208,7 +220,7 @@ class ModelRef:
 
 def parse_model_uri(uri: str) -> ModelRef:
     """`models:/NAME@ALIAS`, `models:/NAME/VERSION`, or the same without the `models:/` prefix."""
-    text = uri[len("models:/"):] if uri.startswith("models:/") else uri
+    text = uri[len("models:/") :] if uri.startswith("models:/") else uri
     match = re.fullmatch(r"([\w.-]+)(?:@([\w-]+)|/(\d+))", text)
     if not match:
         raise GenprintError(f"{uri!r} is not a model reference: use models:/NAME@ALIAS or models:/NAME/VERSION")
@@ -226,7 +238,9 @@ def get_version(mlc, ref: ModelRef):
             return mlc.get_model_version_by_alias(ref.name, ref.alias)
         return mlc.get_model_version(ref.name, ref.version)
     except MlflowException as exc:
-        raise GenprintError(f"{ref} not found in the model registry at {mlc.tracking_uri}: {exc.message.splitlines()[0]}") from None
+        raise GenprintError(
+            f"{ref} not found in the model registry at {mlc.tracking_uri}: {exc.message.splitlines()[0]}"
+        ) from None
 
 
 def partner_of(mlc, mv):
@@ -237,10 +251,15 @@ def partner_of(mlc, mv):
     name, version = link.split("/", 1)
     partner = get_version(mlc, ModelRef(name, version))
     back = partner.tags.get("partner")
-    if back != f"{mv.name}/{mv.version}" or partner.tags.get("model_id") != mv.tags.get("model_id") \
-            or partner.run_id != mv.run_id:
-        raise GenprintError(f"{mv.name} v{mv.version} (model {mv.tags.get('model_id')}) and {name} v{version} "
-                            f"(model {partner.tags.get('model_id')}, partner {back}) were not trained together; refusing the pair")
+    if (
+        back != f"{mv.name}/{mv.version}"
+        or partner.tags.get("model_id") != mv.tags.get("model_id")
+        or partner.run_id != mv.run_id
+    ):
+        raise GenprintError(
+            f"{mv.name} v{mv.version} (model {mv.tags.get('model_id')}) and {name} v{version} "
+            f"(model {partner.tags.get('model_id')}, partner {back}) were not trained together; refusing the pair"
+        )
     return partner
 
 
@@ -266,19 +285,23 @@ def _download_part(mlc, mv, target: Path) -> None:
     if all((target / f).is_file() and sha256_file(target / f) == d for f, d in expected.items()):
         return  # cached and intact
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=tmp,
-                                                         tracking_uri=mlc.tracking_uri))
+        local = Path(
+            mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=tmp, tracking_uri=mlc.tracking_uri)
+        )
         for file, digest in expected.items():
             path = local / file
             if not path.is_file():
                 raise GenprintError(f"{mv.name} v{mv.version} is missing {file} in its artifacts ({mv.source})")
             if sha256_file(path) != digest:
-                raise GenprintError(f"{mv.name} v{mv.version}: {file} is corrupted (sha256 mismatch with the registered checksum)")
+                raise GenprintError(
+                    f"{mv.name} v{mv.version}: {file} is corrupted (sha256 mismatch with the registered checksum)"
+                )
             shutil.copyfile(path, target / file)
 
 
-def download_registered_bundle(uri: str, cache_dir: str | Path | None = None, tracking: str | None = None,
-                               partner_uri: str | None = None) -> Path:
+def download_registered_bundle(
+    uri: str, cache_dir: str | Path | None = None, tracking: str | None = None, partner_uri: str | None = None
+) -> Path:
     """A local bundle directory for a registered model and its partner. With partner_uri (e.g. the extractor's
     production alias) the pair must also match it, otherwise GenprintError."""
     mlc = client(tracking)
@@ -287,11 +310,13 @@ def download_registered_bundle(uri: str, cache_dir: str | Path | None = None, tr
     if partner_uri is not None:
         wanted = get_version(mlc, parse_model_uri(partner_uri))
         if (wanted.name, wanted.version) != (partner.name, partner.version):
-            raise GenprintError(f"{uri} (v{mv.version}) was trained with {partner.name} v{partner.version}, "
-                                f"not {partner_uri} (v{wanted.version}); refusing the pair")
+            raise GenprintError(
+                f"{uri} (v{mv.version}) was trained with {partner.name} v{partner.version}, "
+                f"not {partner_uri} (v{wanted.version}); refusing the pair"
+            )
     versions = {mv.name: mv, partner.name: partner}
     gen, ext = versions[GENERATOR_MODEL], versions[EXTRACTOR_MODEL]
-    root = Path(cache_dir or default_cache_dir()) / "registry" / f"{mv.tags['model_id']}-g{gen.version}-e{ext.version}"
+    root = Path(cache_dir or settings.cache_dir()) / "registry" / f"{mv.tags['model_id']}-g{gen.version}-e{ext.version}"
     _download_part(mlc, gen, root / "generator")
     _download_part(mlc, ext, root / "extractor")
     bundle = root / "bundle"
@@ -299,7 +324,9 @@ def download_registered_bundle(uri: str, cache_dir: str | Path | None = None, tr
     for part in (root / "generator", root / "extractor"):
         ids = read_config(part)["model_id"]
         if ids != mv.tags["model_id"]:
-            raise GenprintError(f"{part.name} artifacts hold model {ids}, the registry says {mv.tags['model_id']}; refusing the pair")
+            raise GenprintError(
+                f"{part.name} artifacts hold model {ids}, the registry says {mv.tags['model_id']}; refusing the pair"
+            )
         for file in part.iterdir():
             shutil.copyfile(file, bundle / file.name)
     return bundle
@@ -307,8 +334,15 @@ def download_registered_bundle(uri: str, cache_dir: str | Path | None = None, tr
 
 def describe(mlc, mv) -> dict:
     """One version as a JSON-able dict (for `genprint models list|show`)."""
-    info = {"name": mv.name, "version": str(mv.version), "aliases": list(mv.aliases), "model_id": mv.tags.get("model_id"),
-            "run_id": mv.run_id, "partner": mv.tags.get("partner"), "created": mv.creation_timestamp}
+    info = {
+        "name": mv.name,
+        "version": str(mv.version),
+        "aliases": list(mv.aliases),
+        "model_id": mv.tags.get("model_id"),
+        "run_id": mv.run_id,
+        "partner": mv.tags.get("partner"),
+        "created": mv.creation_timestamp,
+    }
     try:
         run = mlc.get_run(mv.run_id)
         info["run_name"] = run.info.run_name
@@ -324,3 +358,13 @@ def list_versions(mlc) -> list:
         found = sorted(mlc.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
         out.extend(mlc.get_model_version(name, v.version) for v in found)  # search results leave `aliases` empty
     return out
+
+
+def resolve_model(uri: str | Path | None, cache_dir: str | Path | None = None) -> Path:
+    """The one resolver the CLI, serving and the jobs use: None (the bundle shipped with genprint), a bundle path,
+    `s3://...`, or `models:/NAME@ALIAS` / `models:/NAME/VERSION` (the MLflow model registry) -> a local bundle
+    directory."""
+    text = str(uri or "")
+    if text.startswith("models:/"):
+        return download_registered_bundle(text, cache_dir=cache_dir)
+    return fetch_bundle(uri, cache_dir) if uri else default_bundle()

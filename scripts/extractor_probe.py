@@ -6,9 +6,10 @@
 Decodes 4,096 training and 512 held-out latent crops (held-out photos) with a random linear mapping of the given
 strength, then trains three readers on them: genprint's Extractor on the exact residual (image - original), on the
 image behind its fixed high-pass front end (`highpass: true`, steganalysis-style), and on the plain image.
-Prints held-out bit accuracy. The probe rows of docs/research.md ran before the high-pass reader divided each image by its
-own contrast and pooled log-energies; today's reader is what this script trains.
+Prints held-out bit accuracy. The probe rows of docs/research.md ran before the high-pass reader divided each image by
+its own contrast and pooled log-energies; today's reader is what this script trains.
 """
+
 import sys
 import time
 from pathlib import Path
@@ -56,7 +57,7 @@ def main() -> None:
             net.train()
             perm = torch.randperm(len(x))
             for i in range(0, len(x), 32):
-                idx = perm[i:i + 32]
+                idx = perm[i : i + 32]
                 loss = F.binary_cross_entropy_with_logits(net(x[idx]), b_tr[idx])
                 opt.zero_grad()
                 loss.backward()

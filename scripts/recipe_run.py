@@ -9,6 +9,7 @@ Every `log_every` steps it prints the training-stream bit accuracy and PSNR. Eve
 Runs D-F were made before the high-pass reader divided each image by its own contrast (G is E with it),
 so today they run with that reader. D-M read the image alone; the R runs add the re-rendering residual.
 """
+
 import json
 import sys
 import time
@@ -25,8 +26,10 @@ EARLY_QUALITY = {"start": 10, "end": 100, "begin": 100, "finish": 400}
 STAGED_QUALITY = {"start": 0, "end": 100, "begin": 300, "finish": 700}
 K_QUALITY = {"start": 0, "end": 100, "begin": 150, "finish": 350}
 IMAGE_READER = {"extractor": {"width": 64, "depth": 1, "downsamples": 0, "highpass": True}}  # D-M: no residual plane
-DEEPER = {depth: {"extractor": {"width": 64, "depth": depth, "downsamples": depth // 4, "highpass": True, "residual": True}}
-          for depth in (2, 4)}  # X and RM2/RM4: `smoke`'s reader with more layers (depth 4 strides once)
+DEEPER = {
+    depth: {"extractor": {"width": 64, "depth": depth, "downsamples": depth // 4, "highpass": True, "residual": True}}
+    for depth in (2, 4)
+}  # X and RM2/RM4: `smoke`'s reader with more layers (depth 4 strides once)
 RUNS = {  # overrides of today's `smoke` (which is run RK300), and the steps each ran
     "D": ({**IMAGE_READER, "complementary_pairs": False, "lr": 1e-3, "quality_weight": LATE_QUALITY}, 400),
     "E": ({**IMAGE_READER, "lr": 1e-3, "quality_weight": LATE_QUALITY}, 400),

@@ -6,6 +6,7 @@
 Reads the `step N/M  bit_acc A  psnr P dB` lines; a later log's steps replace an earlier one's, so a resumed run's
 logs can be given in any order. Prints and plots the mean bit accuracy and PSNR over each `--window` steps.
 """
+
 import argparse
 import re
 import sys
@@ -28,8 +29,10 @@ def window_means(points: dict[int, tuple[float, float]], window: int) -> list[tu
     windows: dict[int, dict[int, tuple[float, float]]] = {}
     for step, value in points.items():
         windows.setdefault((step - 1) // window, {})[step] = value
-    return [(k * window + 1, max(v), sum(a for a, _ in v.values()) / len(v), sum(p for _, p in v.values()) / len(v))
-            for k, v in sorted(windows.items())]
+    return [
+        (k * window + 1, max(v), sum(a for a, _ in v.values()) / len(v), sum(p for _, p in v.values()) / len(v))
+        for k, v in sorted(windows.items())
+    ]
 
 
 def main() -> None:
@@ -46,6 +49,7 @@ def main() -> None:
         print(f"steps {first:>6}-{last:<6} bit_acc {acc:.3f}  psnr {db:.1f} dB")
 
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

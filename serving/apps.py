@@ -24,7 +24,9 @@ def build(settings: ServeSettings, num_cpus: float | None = None) -> Application
     values = settings.model_dump()
 
     def opts(replicas: int) -> dict:
-        return {"num_replicas": replicas} | ({"ray_actor_options": {"num_cpus": num_cpus}} if num_cpus is not None else {})
+        return {"num_replicas": replicas} | (
+            {"ray_actor_options": {"num_cpus": num_cpus}} if num_cpus is not None else {}
+        )
 
     generation = Generation.options(**opts(settings.generation_replicas)).bind(values)
     attribution = Attribution.options(**opts(settings.attribution_replicas)).bind(values)
@@ -34,9 +36,8 @@ def build(settings: ServeSettings, num_cpus: float | None = None) -> Application
 def ingress_app(args: dict[str, Any] | None = None) -> Application:
     """Application builder for `serve run` / `serve deploy` / KubeRay's serveConfigV2 (`import_path`)."""
     settings = ServeSettings.load(args)
-    if not settings.model:
-        from genprint.errors import GenprintError
+    if not settings.model:  # neither GENPRINT_MODEL nor the `model` arg: the bundle shipped with genprint
+        from genprint.bundle import default_bundle
 
-        raise GenprintError("no model to serve: set GENPRINT_MODEL or the application arg `model` "
-                            "(bundle directory, s3://... or models:/NAME@ALIAS)")
+        settings = settings.model_copy(update={"model": str(default_bundle())})
     return build(settings)

@@ -49,9 +49,9 @@ class GenerationEngine:
     def __init__(self, settings: ServeSettings):
         from genprint.allocator import keep_freed_memory
         from genprint.bundle import load_bundle
-        from genprint.storage import resolve_model
-        from serving.pipeline_source import load_pipeline
+        from pipelines.tracking import resolve_model
         from serving.scale_cache import ScaleCache
+        from serving.text_to_image import load_pipeline
 
         keep_freed_memory()
         self.settings = settings
@@ -63,10 +63,17 @@ class GenerationEngine:
         self.batches = self.images = self.largest_batch = 0
 
     def info(self) -> dict:
-        return {"model_id": self.model_id, "nbits": self.model.nbits, "pipeline": self.pipeline.source,
-                "image_size": self.settings.image_size, "steps": self.settings.steps, "batches": self.batches,
-                "images": self.images, "largest_batch": self.largest_batch,
-                "scale_cache": {"size": len(self.scales), "hits": self.scales.hits, "misses": self.scales.misses}}
+        return {
+            "model_id": self.model_id,
+            "nbits": self.model.nbits,
+            "pipeline": self.pipeline.source,
+            "image_size": self.settings.image_size,
+            "steps": self.settings.steps,
+            "batches": self.batches,
+            "images": self.images,
+            "largest_batch": self.largest_batch,
+            "scale_cache": {"size": len(self.scales), "hits": self.scales.hits, "misses": self.scales.misses},
+        }
 
     @torch.inference_mode()
     def latents(self, jobs: list[GenerationJob]) -> torch.Tensor:
@@ -74,8 +81,15 @@ class GenerationEngine:
         depend on what else is in the batch."""
         size = self.settings.image_size
         generators = [torch.Generator(self.device).manual_seed(job.seed) for job in jobs]
-        out = self.pipeline.pipe([job.prompt for job in jobs], height=size, width=size, num_inference_steps=self.settings.steps,
-                                 guidance_scale=self.settings.guidance_scale, generator=generators, output_type="latent")
+        out = self.pipeline.pipe(
+            [job.prompt for job in jobs],
+            height=size,
+            width=size,
+            num_inference_steps=self.settings.steps,
+            guidance_scale=self.settings.guidance_scale,
+            generator=generators,
+            output_type="latent",
+        )
         return self.pipeline.to_raw(out.images)
 
     @torch.inference_mode()
@@ -91,5 +105,10 @@ class GenerationEngine:
         start = time.perf_counter()
         images = self.decode(self.latents(jobs), jobs)
         seconds = time.perf_counter() - start
-        log.debug("generated %d images for %d users in %.3fs", len(jobs), len({j.fingerprint_id for j in jobs}), seconds)
-        return [GeneratedImage(to_png(img), job.seed, job.fingerprint_id, self.model_id, seconds) for img, job in zip(images, jobs)]
+        log.debug(
+            "generated %d images for %d users in %.3fs", len(jobs), len({j.fingerprint_id for j in jobs}), seconds
+        )
+        return [
+            GeneratedImage(to_png(img), job.seed, job.fingerprint_id, self.model_id, seconds)
+            for img, job in zip(images, jobs)
+        ]

@@ -24,7 +24,7 @@ app = FastAPI(
     title="genprint",
     summary="Per-user fingerprinted image generation and attribution",
     description="Every image generated here carries its user's fingerprint in the decoder's weights' modulation; "
-                "attribution reads it back and names the user. Authenticate with `X-API-Key: <tenant key>`.",
+    "attribution reads it back and names the user. Authenticate with `X-API-Key: <tenant key>`.",
     version="1",
 )
 
@@ -100,7 +100,13 @@ def _is_unavailable(exc: BaseException) -> bool:
     import ray.exceptions as rex
     from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
-    kinds = (rex.RayActorError, rex.ActorUnavailableError, rex.ObjectLostError, BackPressureError, DeploymentUnavailableError)
+    kinds = (
+        rex.RayActorError,
+        rex.ActorUnavailableError,
+        rex.ObjectLostError,
+        BackPressureError,
+        DeploymentUnavailableError,
+    )
     return isinstance(exc, kinds) or isinstance(getattr(exc, "cause", None), kinds)
 
 
@@ -112,8 +118,15 @@ async def _genprint_error(request: Request, exc: GenprintError):
     from serving.tenancy import ForbiddenError
 
     cause = getattr(exc, "cause", None) or exc
-    status = 401 if isinstance(cause, AuthenticationError) else 403 if isinstance(cause, (ForbiddenError, RevokedError)) else \
-        404 if isinstance(cause, NotFoundError) else 422
+    status = (
+        401
+        if isinstance(cause, AuthenticationError)
+        else 403
+        if isinstance(cause, (ForbiddenError, RevokedError))
+        else 404
+        if isinstance(cause, NotFoundError)
+        else 422
+    )
     headers = {"WWW-Authenticate": "ApiKey"} if status == 401 else None
     return JSONResponse({"detail": str(cause)}, status_code=status, headers=headers)
 
@@ -165,17 +178,33 @@ class Ingress:
     @app.get("/readyz", summary="Readiness: the generation and attribution deployments answer")
     async def readyz(self):
         try:
-            gen, att = await asyncio.wait_for(asyncio.gather(self.generation.info.remote(), self.attribution.info.remote()), 10)
+            gen, att = await asyncio.wait_for(
+                asyncio.gather(self.generation.info.remote(), self.attribution.info.remote()), 10
+            )
         except Exception as exc:
             return JSONResponse({"status": "not ready", "detail": str(exc).splitlines()[0][:300]}, status_code=503)
-        return {"status": "ready", "model_id": gen["model_id"], "nbits": gen["nbits"], "pipeline": gen["pipeline"],
-                "attribution": {k: att[k] for k in ("model_id", "runtime", "registered")}}
+        return {
+            "status": "ready",
+            "model_id": gen["model_id"],
+            "nbits": gen["nbits"],
+            "pipeline": gen["pipeline"],
+            "attribution": {k: att[k] for k in ("model_id", "runtime", "registered")},
+        }
 
     # --- generation -------------------------------------------------------------------------------------------------
-    @app.post("/v1/generate", response_model=GenerateResponse, summary="Generate fingerprinted images for one user",
-              responses={200: {"content": {"image/png": {}}, "description": "JSON, or the PNG itself with ?format=png"}})
-    async def generate(self, body: GenerateRequest, format: str = Query("json", pattern="^(json|png)$"),
-                       x_api_key: str | None = Header(None), authorization: str | None = Header(None)):
+    @app.post(
+        "/v1/generate",
+        response_model=GenerateResponse,
+        summary="Generate fingerprinted images for one user",
+        responses={200: {"content": {"image/png": {}}, "description": "JSON, or the PNG itself with ?format=png"}},
+    )
+    async def generate(
+        self,
+        body: GenerateRequest,
+        format: str = Query("json", pattern="^(json|png)$"),
+        x_api_key: str | None = Header(None),
+        authorization: str | None = Header(None),
+    ):
         from serving.generation import GenerationJob
 
         principal = await self._principal(x_api_key, authorization)
@@ -187,17 +216,30 @@ class Ingress:
         if format == "png" and body.num_images != 1:
             raise IntakeError(422, "format=png returns one image: ask for num_images=1 or use the JSON format")
         info = await self.model_info()
-        fingerprint_id, code = await asyncio.to_thread(self.tenancy.fingerprint, principal, body.tenant, body.user, info["model_id"])
+        fingerprint_id, code = await asyncio.to_thread(
+            self.tenancy.fingerprint, principal, body.tenant, body.user, info["model_id"]
+        )
         seed = body.seed if body.seed is not None else random.randrange(2**62)
         jobs = [GenerationJob(body.prompt, seed + i, fingerprint_id, code) for i in range(body.num_images)]
         done = await asyncio.gather(*(self._call("generation", self.generation.generate.remote(job)) for job in jobs))
         self.metrics.generated(principal.name, len(done))
         if format == "png":
-            return Response(done[0].png, media_type="image/png", headers={
-                "X-Genprint-Seed": str(done[0].seed), "X-Genprint-Model": done[0].model_id,
-                "X-Genprint-Fingerprint-Id": fingerprint_id})
-        return GenerateResponse(tenant=body.tenant, user=body.user, model_id=info["model_id"], fingerprint_id=fingerprint_id,
-                                images=[GeneratedImageOut(seed=d.seed, png_base64=base64.b64encode(d.png).decode()) for d in done])
+            return Response(
+                done[0].png,
+                media_type="image/png",
+                headers={
+                    "X-Genprint-Seed": str(done[0].seed),
+                    "X-Genprint-Model": done[0].model_id,
+                    "X-Genprint-Fingerprint-Id": fingerprint_id,
+                },
+            )
+        return GenerateResponse(
+            tenant=body.tenant,
+            user=body.user,
+            model_id=info["model_id"],
+            fingerprint_id=fingerprint_id,
+            images=[GeneratedImageOut(seed=d.seed, png_base64=base64.b64encode(d.png).decode()) for d in done],
+        )
 
     # --- attribution ------------------------------------------------------------------------------------------------
     async def _attribute(self, principal, image) -> Attribution:
@@ -205,30 +247,54 @@ class Ingress:
         self.metrics.attributed(principal.name, result["attributed"])
         return Attribution(**result)
 
-    @app.post("/v1/attribute", response_model=Attribution, summary="Attribute one image (raw bytes or multipart upload)",
-              openapi_extra={"requestBody": {"content": {t: {"schema": {"type": "string", "format": "binary"}} for t in (
-                  "image/png", "image/jpeg", "image/webp", "multipart/form-data")}, "required": True}})
-    async def attribute(self, request: Request, x_api_key: str | None = Header(None), authorization: str | None = Header(None)):
+    @app.post(
+        "/v1/attribute",
+        response_model=Attribution,
+        summary="Attribute one image (raw bytes or multipart upload)",
+        openapi_extra={
+            "requestBody": {
+                "content": {
+                    t: {"schema": {"type": "string", "format": "binary"}}
+                    for t in ("image/png", "image/jpeg", "image/webp", "multipart/form-data")
+                },
+                "required": True,
+            }
+        },
+    )
+    async def attribute(
+        self, request: Request, x_api_key: str | None = Header(None), authorization: str | None = Header(None)
+    ):
         principal = await self._principal(x_api_key, authorization)
         body = await read_body(request, self.settings.max_request_bytes)
         data, name = await image_from_request(request, body)
         image = await asyncio.to_thread(decode_image, data, self.settings.max_pixels, name)
         return await self._attribute(principal, image)
 
-    @app.post("/v1/attribute/batch", response_model=BatchResponse,
-              summary="Attribute a batch of images given as base64 or s3:// URIs; each item gets a result or an error")
-    async def attribute_batch(self, request: Request, x_api_key: str | None = Header(None),
-                              authorization: str | None = Header(None)):
+    @app.post(
+        "/v1/attribute/batch",
+        response_model=BatchResponse,
+        summary="Attribute a batch of images given as base64 or s3:// URIs; each item gets a result or an error",
+    )
+    async def attribute_batch(
+        self, request: Request, x_api_key: str | None = Header(None), authorization: str | None = Header(None)
+    ):
         principal = await self._principal(x_api_key, authorization)
         body = await read_body(request, self.settings.max_request_bytes)
         try:
             batch = BatchRequest.model_validate_json(body)
         except ValueError as exc:
-            raise IntakeError(422, f"the body must be JSON {{\"images\": [{{\"base64\": ...}} | {{\"uri\": \"s3://...\"}}]}}: "
-                                   f"{str(exc).splitlines()[0]}") from None
+            raise IntakeError(
+                422,
+                f'the body must be JSON {{"images": [{{"base64": ...}} | {{"uri": "s3://..."}}]}}: '
+                f"{str(exc).splitlines()[0]}",
+            ) from None
         if not batch.images or len(batch.images) > self.settings.max_batch_images:
-            raise IntakeError(422, f"a batch holds 1 to {self.settings.max_batch_images} images, got {len(batch.images)}")
-        return BatchResponse(results=await asyncio.gather(*(self._batch_item(principal, i, item) for i, item in enumerate(batch.images))))
+            raise IntakeError(
+                422, f"a batch holds 1 to {self.settings.max_batch_images} images, got {len(batch.images)}"
+            )
+        return BatchResponse(
+            results=await asyncio.gather(*(self._batch_item(principal, i, item) for i, item in enumerate(batch.images)))
+        )
 
     async def _batch_item(self, principal, index: int, item: BatchItem) -> BatchResult:
         name = item.id or f"images[{index}]"
@@ -244,9 +310,17 @@ class Ingress:
         except IntakeError as exc:
             return BatchResult(id=item.id, error=str(exc), status=exc.status)
 
-    @app.get("/v1/users", summary="A page of the caller's users (a moderator may name any tenant); fingerprint ids, no bits")
-    async def users(self, tenant: str | None = None, limit: int = Query(100, ge=1, le=10_000), offset: int = Query(0, ge=0),
-                    x_api_key: str | None = Header(None), authorization: str | None = Header(None)) -> list[dict]:
+    @app.get(
+        "/v1/users", summary="A page of the caller's users (a moderator may name any tenant); fingerprint ids, no bits"
+    )
+    async def users(
+        self,
+        tenant: str | None = None,
+        limit: int = Query(100, ge=1, le=10_000),
+        offset: int = Query(0, ge=0),
+        x_api_key: str | None = Header(None),
+        authorization: str | None = Header(None),
+    ) -> list[dict]:
         principal = await self._principal(x_api_key, authorization)
         info = await self.model_info()
         return await asyncio.to_thread(self.tenancy.list_users, principal, info["model_id"], tenant, limit, offset)

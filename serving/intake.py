@@ -59,8 +59,11 @@ async def image_from_request(request, body: bytes) -> tuple[bytes, str]:
         if len(files) != 1:
             raise IntakeError(422, f"the multipart form must hold exactly one file field (found {len(files)})")
         return await files[0].read(), files[0].filename or "upload"
-    raise IntakeError(415, f"unsupported content type {kind or '(none)'!r}: send the image as image/png, image/jpeg, image/webp "
-                           "or application/octet-stream, or as multipart/form-data with one file")
+    raise IntakeError(
+        415,
+        f"unsupported content type {kind or '(none)'!r}: send the image as image/png, image/jpeg, image/webp "
+        "or application/octet-stream, or as multipart/form-data with one file",
+    )
 
 
 def decode_image(data: bytes, max_pixels: int, name: str) -> np.ndarray:

@@ -5,25 +5,16 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import socket
-import tempfile
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 from genprint.errors import GenprintError
+from pipelines.ray_runtime import RayRuntime, free_port
 from serving.settings import ServeSettings
 
 log = logging.getLogger(__name__)
 APP_NAME = "genprint"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_ready(url: str, timeout: float) -> dict:
@@ -45,20 +36,26 @@ def wait_ready(url: str, timeout: float) -> dict:
 class LocalServe:
     """`with LocalServe(settings, port=0) as stack: ... stack.url ...` (port 0 picks a free port).
 
-    Ray's temp dir is a fresh short path under /tmp (Ray's socket paths must stay under ~107 bytes) and is removed
-    on exit. Replicas ask for no CPUs, so a laptop or a 2-core CI runner can place all of them."""
+    Ray runs locally (pipelines.ray_runtime.RayRuntime: a fresh short temp dir, removed on exit). Replicas ask for no
+    CPUs, so a laptop or a 2-core CI runner can place all of them."""
 
-    def __init__(self, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, metrics_port: int | None = None,
-                 ready_timeout: float = 300):
+    def __init__(
+        self,
+        settings: ServeSettings,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        metrics_port: int | None = None,
+        ready_timeout: float = 300,
+    ):
         self.settings, self.host = settings, host
         self.port = port or free_port()
         self.metrics_port = metrics_port
         self.ready_timeout = ready_timeout
         self.url = f"http://{host}:{self.port}"
-        self.ray_dir: Path | None = None
+        self.ray: RayRuntime | None = None
         self.ready: dict = {}
 
-    def start(self) -> "LocalServe":
+    def start(self) -> LocalServe:
         import ray
         from ray import serve
 
@@ -66,9 +63,9 @@ class LocalServe:
 
         if ray.is_initialized():
             raise GenprintError("Ray is already running in this process; stop it before starting the local stack")
-        self.ray_dir = Path(tempfile.mkdtemp(prefix="rs-", dir="/tmp"))
         kwargs = {"_metrics_export_port": self.metrics_port} if self.metrics_port else {}
-        ray.init(_temp_dir=str(self.ray_dir), include_dashboard=False, log_to_driver=False, configure_logging=False, **kwargs)
+        self.ray = RayRuntime(log_to_driver=False, configure_logging=False, **kwargs)
+        self.ray.start()
         try:
             serve.start(http_options={"host": self.host, "port": self.port})
             serve.run(build(self.settings, num_cpus=0), name=APP_NAME, route_prefix="/", blocking=False)
@@ -82,16 +79,16 @@ class LocalServe:
         import ray
         from ray import serve
 
-        if ray.is_initialized():
-            try:
+        if self.ray is None:
+            return
+        try:
+            if ray.is_initialized():
                 serve.shutdown()
-            finally:
-                ray.shutdown()
-        if self.ray_dir is not None:
-            shutil.rmtree(self.ray_dir, ignore_errors=True)
-            self.ray_dir = None
+        finally:
+            self.ray.stop()
+            self.ray = None
 
-    def __enter__(self) -> "LocalServe":
+    def __enter__(self) -> LocalServe:
         return self.start()
 
     def __exit__(self, *exc) -> None:

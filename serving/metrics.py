@@ -8,9 +8,12 @@ from ray.serve.metrics import Counter
 
 class IngressMetrics:
     def __init__(self):
-        self._images = Counter("genprint_generated_images", description="fingerprinted images generated", tag_keys=("tenant",))
-        self._attributions = Counter("genprint_attributions", description="attribution answers",
-                                     tag_keys=("tenant", "outcome"))
+        self._images = Counter(
+            "genprint_generated_images", description="fingerprinted images generated", tag_keys=("tenant",)
+        )
+        self._attributions = Counter(
+            "genprint_attributions", description="attribution answers", tag_keys=("tenant", "outcome")
+        )
 
     def generated(self, tenant: str, count: int) -> None:
         self._images.inc(count, tags={"tenant": tenant})

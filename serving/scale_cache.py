@@ -36,7 +36,7 @@ class ScaleCache:
                 with torch.no_grad():
                     fresh = self.model.scales(bits)
                 for row, (fid, _) in enumerate(missing):
-                    self._items[fid] = [s[row:row + 1] for s in fresh]
+                    self._items[fid] = [s[row : row + 1] for s in fresh]
             for fid, _ in keys:
                 self._items.move_to_end(fid)
             per_sample = [self._items[fid] for fid, _ in keys]

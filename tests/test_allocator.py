@@ -9,15 +9,18 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or not hasattr(ctypes.CDLL(None), "mallinfo2"),
-                                reason="glibc >= 2.33 only (mallinfo2)")
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or not hasattr(ctypes.CDLL(None), "mallinfo2"),
+    reason="glibc >= 2.33 only (mallinfo2)",
+)
 
 # Allocates a 64 MiB tensor and reports how many bytes glibc holds in mmapped blocks while it lives.
 CHILD = """
 import ctypes, json, torch
 from genprint.allocator import keep_freed_memory
 class Info(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+    _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usmblks \
+fsmblks uordblks fordblks keepcost".split()]
 libc = ctypes.CDLL(None)
 libc.mallinfo2.restype = Info
 applied = keep_freed_memory()
@@ -29,7 +32,9 @@ print(json.dumps({"applied": applied, "mmapped": libc.mallinfo2().hblkhd - befor
 
 def run_child(**env: str) -> dict:
     base = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "LD_PRELOAD"}
-    out = subprocess.run([sys.executable, "-c", CHILD], env={**base, **env}, capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD], env={**base, **env}, capture_output=True, text=True, timeout=120, check=True
+    )
     return json.loads(out.stdout)
 
 

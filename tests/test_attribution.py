@@ -7,16 +7,20 @@ import pytest
 import torch
 from PIL import Image
 
-from genprint.attribution import ExtractorRuntime, export_extractor, provider_list
-from genprint.attribution.tensorrt_engine import build_engine, tensorrt_available
 from genprint.cli import main
 from genprint.errors import GenprintError
 from genprint.extractor import Extractor
-from genprint.fingerprint import hamming, pack, from_hex
+from genprint.fingerprint import from_hex, hamming, pack
+from genprint.readers import ExtractorRuntime, export_extractor, provider_list
+from genprint.readers.tensorrt_engine import build_engine, tensorrt_available
 from genprint.registry import Registry
 
 
-@pytest.fixture(scope="module", params=[{}, {"highpass": True}, {"highpass": True, "margin": 16}], ids=["plain", "highpass", "margin"])
+@pytest.fixture(
+    scope="module",
+    params=[{}, {"highpass": True}, {"highpass": True, "margin": 16}],
+    ids=["plain", "highpass", "margin"],
+)
 def extractor_onnx(tmp_path_factory, request):
     torch.manual_seed(0)
     model = Extractor(48, width=32, depth=6, **request.param)
@@ -58,12 +62,23 @@ def test_runtime_rejects_bad_input(extractor_onnx, tmp_path):
 
 def test_provider_preference(tmp_path):
     assert provider_list(["CPUExecutionProvider", "AzureExecutionProvider"]) == ["CPUExecutionProvider"]
-    providers = provider_list(["CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"], tmp_path / "trt")
-    assert [p if isinstance(p, str) else p[0] for p in providers] == ["TensorrtExecutionProvider", "CUDAExecutionProvider",
-                                                                      "CPUExecutionProvider"]
+    providers = provider_list(
+        ["CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"], tmp_path / "trt"
+    )
+    assert [p if isinstance(p, str) else p[0] for p in providers] == [
+        "TensorrtExecutionProvider",
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ]
     trt = providers[0][1]
-    assert trt["trt_fp16_enable"] and trt["trt_engine_cache_enable"] and trt["trt_engine_cache_path"] == str(tmp_path / "trt")
-    assert trt["trt_profile_min_shapes"] == "images:1x3x64x64" and trt["trt_profile_max_shapes"] == "images:64x3x2048x2048"
+    assert (
+        trt["trt_fp16_enable"]
+        and trt["trt_engine_cache_enable"]
+        and trt["trt_engine_cache_path"] == str(tmp_path / "trt")
+    )
+    assert (
+        trt["trt_profile_min_shapes"] == "images:1x3x64x64" and trt["trt_profile_max_shapes"] == "images:64x3x2048x2048"
+    )
     assert (tmp_path / "trt").is_dir()
 
 
@@ -73,7 +88,8 @@ def test_tensorrt_builder_refuses_without_tensorrt(extractor_onnx, tmp_path):
         build_engine(extractor_onnx[1], tmp_path / "x.engine")
 
 
-# --- CLI, end to end on a real (untrained) bundle ------------------------------------------------------------------------
+# --- CLI, end to end on a real (untrained) bundle ---------------------------------------------------------------------
+
 
 def cli(capsys, *argv):
     code = main(list(argv))
@@ -84,7 +100,7 @@ def cli(capsys, *argv):
 @pytest.fixture
 def cli_env(tmp_path, monkeypatch, untrained_bundle_dir):
     monkeypatch.setenv("GENPRINT_DB", f"sqlite:///{tmp_path / 'registry.db'}")
-    monkeypatch.setenv("GENPRINT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("GENPRINT_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("GENPRINT_API_KEY", raising=False)
     return untrained_bundle_dir
 
@@ -163,6 +179,8 @@ def test_cli_tenants_users_attribute(cli_env, tmp_path, capsys, monkeypatch):
     assert len(events) == 2 and events[-1]["detail"]["label"] == str(good)
 
     # The inversion reader answers through the same registry; this bundle's identity mapping leaves its code at 0.
-    code, out, _ = cli(capsys, "attribute", "--model", bundle, "--json", "--reader", "inversion", "--inversion-steps", "1", str(good))
+    code, out, _ = cli(
+        capsys, "attribute", "--model", bundle, "--json", "--reader", "inversion", "--inversion-steps", "1", str(good)
+    )
     answer = json.loads(out)
     assert code == 0 and answer["extracted"] == "00" * 6 and answer["fingerprint"] in codes

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
-import tempfile
 
 import numpy as np
 import pytest
@@ -16,11 +14,11 @@ NBITS = 48
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, untrained_bundle_dir, s3_server):
-    import ray
     from PIL import Image
 
     from genprint.bundle import read_config
     from genprint.registry import Registry
+    from pipelines.ray_runtime import RayRuntime
 
     root = tmp_path_factory.mktemp("bulk")
     model_id = read_config(untrained_bundle_dir)["model_id"]
@@ -41,15 +39,18 @@ def setup(tmp_path_factory, untrained_bundle_dir, s3_server):
     (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     (images / "notes.txt").write_text("not an image, and not listed")
     saved = dict(os.environ)
-    os.environ.update(s3_server.env() | {"GENPRINT_CACHE_DIR": str(root / "cache")})  # Ray workers inherit this
-    ray_dir = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
-    ray.init(_temp_dir=ray_dir, include_dashboard=False, num_cpus=2, log_to_driver=False)
+    os.environ.update(s3_server.env() | {"GENPRINT_CACHE": str(root / "cache")})  # Ray workers inherit this
     try:
-        yield {"root": root, "images": images, "bundle": str(untrained_bundle_dir), "registry": url, "s3": s3_server,
-               "model_id": model_id}
+        with RayRuntime(cpus=2, log_to_driver=False):
+            yield {
+                "root": root,
+                "images": images,
+                "bundle": str(untrained_bundle_dir),
+                "registry": url,
+                "s3": s3_server,
+                "model_id": model_id,
+            }
     finally:
-        ray.shutdown()
-        shutil.rmtree(ray_dir, ignore_errors=True)
         os.environ.clear()
         os.environ.update(saved)
 
@@ -70,7 +71,9 @@ def test_folder_to_parquet_one_row_per_image_bad_files_flagged(setup):
     n = bulk_attribute(str(setup["images"]), str(out), setup["bundle"], setup["registry"], batch_size=2)
     # every file has the one schema, whatever its rows hold (a block of only good images has no error text)
     for file in out.glob("*.parquet"):
-        assert [(f.name, str(f.type)) for f in pq.read_schema(file)] == [(c, t.replace("float64", "double")) for c, t in FIELDS]
+        assert [(f.name, str(f.type)) for f in pq.read_schema(file)] == [
+            (c, t.replace("float64", "double")) for c, t in FIELDS
+        ]
     rows = read_rows(str(out))
     assert n == 4 and set(rows) == {"a.png", "b.png", "c.jpg", "broken.png"}
     assert set(next(iter(rows.values()))) == set(COLUMNS)
@@ -78,20 +81,27 @@ def test_folder_to_parquet_one_row_per_image_bad_files_flagged(setup):
     for name in ("a.png", "b.png", "c.jpg"):
         r = rows[name]
         assert r["error"] is None and r["model_id"] == setup["model_id"] and 0 <= r["distance"] <= NBITS
-        assert r["user"] in {"alice", "bob", "carol"} and r["fingerprint_id"].startswith("fp_")  # nearest, attributed or not
+        assert r["user"] in {"alice", "bob", "carol"} and r["fingerprint_id"].startswith(
+            "fp_"
+        )  # nearest, attributed or not
 
 
 def test_s3_prefix_to_s3_parquet_scoped_to_one_tenant(setup):
     import pyarrow.fs  # noqa: F401
 
-    from pipelines.bulk_attribute import bulk_attribute, s3_filesystem
+    from pipelines.bulk_attribute import bulk_attribute
+    from pipelines.ray_runtime import s3_filesystem
 
     client = setup["s3"].client()
     client.create_bucket(Bucket="bulk-in")
     for path in setup["images"].rglob("*"):
         if path.is_file():
-            client.put_object(Bucket="bulk-in", Key=f"batch1/{path.relative_to(setup['images'])}", Body=path.read_bytes())
-    n = bulk_attribute("s3://bulk-in/batch1", "s3://bulk-in/results", setup["bundle"], setup["registry"], tenant="globex")
+            client.put_object(
+                Bucket="bulk-in", Key=f"batch1/{path.relative_to(setup['images'])}", Body=path.read_bytes()
+            )
+    n = bulk_attribute(
+        "s3://bulk-in/batch1", "s3://bulk-in/results", setup["bundle"], setup["registry"], tenant="globex"
+    )
     assert n == 4
     rows = read_rows("bulk-in/results", s3_filesystem())
     assert {r["tenant"] for name, r in rows.items() if name != "broken.png"} == {"globex"}

@@ -21,7 +21,7 @@ import yaml
 
 helm = pytest.importorskip("helm_python")
 
-from genprint.paths import kuberay_schemas_dir  # noqa: E402
+from genprint.settings import kuberay_schemas_dir  # noqa: E402
 
 # Ray Serve's schema module trips pydantic's deprecation warnings on import.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -38,11 +38,22 @@ SECRETS = {
     "serve": {"model": "models:/genprint-generator@production"},
 }
 # Environment variables that carry credentials: each must come from a Secret, never a literal value.
-SECRET_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "GENPRINT_REGISTRY_URL", "MLFLOW_BACKEND_STORE_URI",
-              "MLFLOW_REGISTRY_STORE_URI"}
+SECRET_ENV = {
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "GENPRINT_REGISTRY_URL",
+    "MLFLOW_BACKEND_STORE_URI",
+    "MLFLOW_REGISTRY_STORE_URI",
+}
 RAY_KINDS = {"RayService": "ray.io_rayservices.yaml", "RayJob": "ray.io_rayjobs.yaml"}
-STANDARD_LABELS = {"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
-                   "app.kubernetes.io/managed-by", "app.kubernetes.io/part-of", "app.kubernetes.io/component"}
+STANDARD_LABELS = {
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/managed-by",
+    "app.kubernetes.io/part-of",
+    "app.kubernetes.io/component",
+}
 
 
 def merged(*layers: dict) -> dict:
@@ -101,8 +112,11 @@ def rendered(chart, request):
 def _strict(schema):
     """Forbid unknown fields wherever the CRD lists the known ones (what `kubectl --validate=strict` enforces)."""
     if isinstance(schema, dict):
-        if ("properties" in schema and "additionalProperties" not in schema
-                and not schema.get("x-kubernetes-preserve-unknown-fields")):
+        if (
+            "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
             schema = {**schema, "additionalProperties": False}
         return {k: _strict(v) for k, v in schema.items()}
     if isinstance(schema, list):
@@ -135,8 +149,10 @@ def test_every_core_manifest_is_valid_kubernetes(rendered):
             try:
                 kubernetes_validate.validate(obj, version, strict=True)
             except kubernetes_validate.ValidationError as e:
-                pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} invalid for Kubernetes {version}: "
-                            f"{'.'.join(map(str, e.path))}: {e.message}")
+                pytest.fail(
+                    f"{obj['kind']}/{obj['metadata']['name']} invalid for Kubernetes {version}: "
+                    f"{'.'.join(map(str, e.path))}: {e.message}"
+                )
 
 
 def test_ray_objects_match_kuberay_crds(rendered, crd_validators):
@@ -173,12 +189,15 @@ def test_helm_lint_is_clean():
 
 
 # --- secrets ---------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("missing, message", [
-    ("s3", "s3.existingSecret is required"),
-    ("registry", "registry.existingSecret is required"),
-    ("mlflow", "mlflow.backendStore.existingSecret is required"),
-    ("serve", "serve.model is required"),
-])
+@pytest.mark.parametrize(
+    "missing, message",
+    [
+        ("s3", "s3.existingSecret is required"),
+        ("registry", "registry.existingSecret is required"),
+        ("mlflow", "mlflow.backendStore.existingSecret is required"),
+        ("serve", "serve.model is required"),
+    ],
+)
 def test_missing_secret_reference_fails_to_render_clearly(chart, missing, message):
     values = {k: v for k, v in SECRETS.items() if k != missing}
     with pytest.raises(helm.HelmRenderError, match=re.escape(message)):
@@ -192,12 +211,22 @@ def test_external_mlflow_needs_no_backend_secret_but_a_tracking_uri(chart):
     values["mlflow"]["external"] = {"trackingUri": "https://mlflow.example.com"}
     objects = render(chart, values)
     assert not by_kind(objects, "Deployment")
-    env = _env(by_kind(objects, "RayService")[0]["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0])
+    env = _env(
+        by_kind(objects, "RayService")[0]["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"][
+            "containers"
+        ][0]
+    )
     assert env["MLFLOW_TRACKING_URI"]["value"] == "https://mlflow.example.com"
 
 
-@pytest.mark.parametrize("literal", [{"s3": {"secretAccessKey": "hunter2"}}, {"registry": {"url": "postgresql://u:p@db/x"}},
-                                     {"mlflow": {"backendStore": {"password": "hunter2"}}}])
+@pytest.mark.parametrize(
+    "literal",
+    [
+        {"s3": {"secretAccessKey": "hunter2"}},
+        {"registry": {"url": "postgresql://u:p@db/x"}},
+        {"mlflow": {"backendStore": {"password": "hunter2"}}},
+    ],
+)
 def test_literal_credentials_in_values_are_refused(chart, literal):
     with pytest.raises(helm.HelmValuesError, match="additional properties"):
         chart.render(merged(SECRETS, literal), name="gp", namespace="genprint")
@@ -223,8 +252,11 @@ def _env(container: dict) -> dict[str, dict]:
 def test_credentials_only_come_from_secret_refs(rendered):
     name, objects = rendered
     values = VALUE_SETS[name]
-    expected_secrets = {values["s3"]["existingSecret"], values["registry"]["existingSecret"],
-                        values["mlflow"]["backendStore"]["existingSecret"]}
+    expected_secrets = {
+        values["s3"]["existingSecret"],
+        values["registry"]["existingSecret"],
+        values["mlflow"]["backendStore"]["existingSecret"],
+    }
     used = set()
     for owner, template in _containers(objects):
         for container in template["spec"]["containers"]:
@@ -232,7 +264,9 @@ def test_credentials_only_come_from_secret_refs(rendered):
                 if env_name in SECRET_ENV:
                     assert "value" not in env, f"{owner['kind']}: {env_name} is a literal"
                     used.add(env["valueFrom"]["secretKeyRef"]["name"])
-            assert "AWS_SECRET_ACCESS_KEY" in _env(container), f"{owner['kind']}/{container['name']} has no S3 credentials"
+            assert "AWS_SECRET_ACCESS_KEY" in _env(container), (
+                f"{owner['kind']}/{container['name']} has no S3 credentials"
+            )
     assert used == expected_secrets
 
 
@@ -258,8 +292,9 @@ def test_every_container_has_requests_limits_and_runs_as_non_root(rendered):
         assert template["spec"]["securityContext"]["runAsNonRoot"] is True
         for container in template["spec"]["containers"]:
             resources = container["resources"]
-            assert {"cpu", "memory"} <= set(resources["requests"]) and {"cpu", "memory"} <= set(resources["limits"]), \
+            assert {"cpu", "memory"} <= set(resources["requests"]) and {"cpu", "memory"} <= set(resources["limits"]), (
                 f"{owner['kind']}/{container['name']}"
+            )
             assert container["securityContext"]["allowPrivilegeEscalation"] is False
 
 
@@ -269,7 +304,9 @@ def test_serve_ingress_probes_on_workers_only(rendered):
     cluster = service["spec"]["rayClusterConfig"]
     head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
     # The head carries no replicas (num-cpus 0) and is left out of the serve Service, so KubeRay's own probes apply.
-    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0" and service["spec"]["excludeHeadPodFromServeSvc"]
+    assert (
+        cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0" and service["spec"]["excludeHeadPodFromServeSvc"]
+    )
     assert "readinessProbe" not in head
     for group in cluster["workerGroupSpecs"]:
         (worker,) = group["template"]["spec"]["containers"]
@@ -314,21 +351,27 @@ def test_gpu_production_values_reach_the_gpu_group(chart):
 
 
 def _parse_entrypoint(entrypoint: str):
-    """The RayJob's command, parsed by the training pipeline's own argument parser."""
+    """The RayJob's command, parsed by `genprint train`'s own argument parser."""
     argv = shlex.split(entrypoint)
-    assert argv[:3] == ["python", "-m", "pipelines.train"], argv
-    train = _repo_module("pipelines.train", "train RayJob entrypoint")
+    assert argv[:2] == ["genprint", "train"], argv
+    cli = _repo_module("genprint.cli", "train RayJob entrypoint")
     try:
-        return train.build_parser().parse_args(argv[3:])
+        return cli.build_parser().parse_args(argv[1:])
     except SystemExit:
-        pytest.fail(f"pipelines.train rejects the RayJob entrypoint: {entrypoint}")
+        pytest.fail(f"genprint train rejects the RayJob entrypoint: {entrypoint}")
 
 
 def test_training_rayjob(chart):
-    values = merged(gpu_values(), {"rayCluster": {
-        "extraVolumes": [{"name": "photos", "persistentVolumeClaim": {"claimName": "photos"}}],
-        "extraVolumeMounts": [{"name": "photos", "mountPath": "/data/photos", "readOnly": True}]},
-        "train": {"data": "/data/photos", "extraArgs": ["--eval"]}})
+    values = merged(
+        gpu_values(),
+        {
+            "rayCluster": {
+                "extraVolumes": [{"name": "photos", "persistentVolumeClaim": {"claimName": "photos"}}],
+                "extraVolumeMounts": [{"name": "photos", "mountPath": "/data/photos", "readOnly": True}],
+            },
+            "train": {"data": "/data/photos", "extraArgs": ["--eval"]},
+        },
+    )
     (job,) = by_kind(render(chart, values), "RayJob")
     spec = job["spec"]
     train = values["train"]
@@ -336,8 +379,17 @@ def test_training_rayjob(chart):
     assert spec["ttlSecondsAfterFinished"] == train["ttlSecondsAfterFinished"]
     assert spec["activeDeadlineSeconds"] == train["activeDeadlineSeconds"]
     args = _parse_entrypoint(spec["entrypoint"])
-    assert (args.config, args.workers, args.storage, args.name) == (train["config"], train["workers"], train["storage"], train["runName"])
-    assert args.gpus_per_worker == values["rayCluster"]["gpuWorkers"]["gpus"] and args.cpus_per_worker == 6 and args.ray_address == "auto"
+    assert (args.config, args.workers, args.checkpoints, args.name) == (
+        train["config"],
+        train["workers"],
+        train["storage"],
+        train["runName"],
+    )
+    assert (
+        args.gpus_per_worker == values["rayCluster"]["gpuWorkers"]["gpus"]
+        and args.cpus_per_worker == 6
+        and args.ray_address == "auto"
+    )
     assert args.out == "s3://genprint-prod/bundles/genprint-prod" and args.data == "/data/photos" and args.eval
     cluster = spec["rayClusterSpec"]
     # One worker pod per rank on the GPU group; a fixed-size cluster (the job's own, deleted afterwards).
@@ -351,7 +403,7 @@ def test_training_rayjob(chart):
     # Defaults: CPU ranks, storage and bundles in the chart's bucket.
     (job,) = by_kind(render(chart, merged(SECRETS, {"train": {"enabled": True}})), "RayJob")
     args = _parse_entrypoint(job["spec"]["entrypoint"])
-    assert args.gpus_per_worker == 0 and args.storage == "s3://genprint/ray-results"
+    assert args.gpus_per_worker == 0 and args.checkpoints == "s3://genprint/ray-results"
     assert args.out == "s3://genprint/bundles/genprint-train"
     assert [g["groupName"] for g in job["spec"]["rayClusterSpec"]["workerGroupSpecs"]] == ["cpu"]
 
@@ -421,7 +473,9 @@ def test_serve_config_is_valid_and_builds_from_repo_code(chart, values_name, mon
         built = _built_app(service, app, monkeypatch)
         names = {d.name for d in built.deployments}
         overridden = {d["name"] for d in app.get("deployments", [])}
-        assert overridden <= names, f"serve.config app {app['name']!r} overrides unknown deployments {overridden - names}"
+        assert overridden <= names, (
+            f"serve.config app {app['name']!r} overrides unknown deployments {overridden - names}"
+        )
         deployments |= names
     # The app serves generation and attribution behind the ingress.
     assert {"generation", "attribution", "ingress"} <= deployments, deployments
@@ -441,7 +495,9 @@ def test_ingress_probe_paths_are_routes_of_the_ingress(chart, monkeypatch):
     from fastapi import FastAPI
 
     (service,) = by_kind(render(chart, SECRETS), "RayService")
-    (app,) = [a for a in yaml.safe_load(service["spec"]["serveConfigV2"])["applications"] if a.get("route_prefix") == "/"]
+    (app,) = [
+        a for a in yaml.safe_load(service["spec"]["serveConfigV2"])["applications"] if a.get("route_prefix") == "/"
+    ]
     built = _built_app(service, app, monkeypatch)
     (ingress,) = [d for d in built.deployments if d.name == built.ingress_deployment_name]
     module = importlib.import_module(getattr(ingress.func_or_class, "__wrapped__", ingress.func_or_class).__module__)
@@ -466,7 +522,9 @@ def test_images_run_as_the_non_root_user_the_chart_expects(chart, dockerfile):
     uid = re.search(r"useradd[^\n]*--uid\s+(\d+)", text)
     assert uid, f"{dockerfile} must create its user with a fixed uid"
     assert int(uid.group(1)) == chart.values["podSecurityContext"]["runAsUser"]
-    assert users[-1] in {uid.group(1), f"{uid.group(1)}:{uid.group(1)}"}, "USER must be numeric so runAsNonRoot can verify it"
+    assert users[-1] in {uid.group(1), f"{uid.group(1)}:{uid.group(1)}"}, (
+        "USER must be numeric so runAsNonRoot can verify it"
+    )
     extra = "gpu" if dockerfile.endswith("cuda") else "ray"
     assert re.search(rf"\[[^\]]*\b{extra}\b[^\]]*\]", text), f"{dockerfile} must install the {extra!r} extra"
     assert "wget" in text, "KubeRay's default probes call wget inside the Ray containers"

@@ -21,7 +21,7 @@ def run(*args, ok=True):
 
 def error_line(proc):
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    lines = [l for l in proc.stderr.strip().splitlines() if l.startswith("genprint ")]
+    lines = [line for line in proc.stderr.strip().splitlines() if line.startswith("genprint ")]
     assert len(lines) == 1 and "error:" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
     return lines[0]
@@ -39,7 +39,17 @@ def images(tmp_path_factory):
 
 def test_render_extract_export(untrained_bundle_dir, images, tmp_path):
     hexfp = "a1" * 6
-    proc = run("render", "--model", untrained_bundle_dir, "--fingerprint", hexfp, "--input", images, "--output", tmp_path / "fp")
+    proc = run(
+        "render",
+        "--model",
+        untrained_bundle_dir,
+        "--fingerprint",
+        hexfp,
+        "--input",
+        images,
+        "--output",
+        tmp_path / "fp",
+    )
     assert "cropped to 96x88" in proc.stdout
     outs = sorted((tmp_path / "fp").glob("*.png"))
     assert [p.stem for p in outs] == sorted(p.stem for p in images.glob("*.png"))
@@ -49,11 +59,13 @@ def test_render_extract_export(untrained_bundle_dir, images, tmp_path):
     big = tmp_path / "big.png"
     Image.fromarray((np.random.default_rng(0).random((80, 72, 3)) * 255).astype(np.uint8)).save(big)
     proc = run("extract", "--model", untrained_bundle_dir, "--json", big, outs[0])
-    rows = [json.loads(l) for l in proc.stdout.splitlines()]
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["path"] for r in rows] == [str(big), str(outs[0])]
     assert all(len(r["fingerprint"]) == 12 and len(r["bit_probabilities"]) == 48 for r in rows)
     # The identity mapping gives the inversion reader no code to fit: every bit stays at probability 0.5.
-    proc = run("extract", "--model", untrained_bundle_dir, "--json", "--reader", "inversion", "--inversion-steps", 2, big)
+    proc = run(
+        "extract", "--model", untrained_bundle_dir, "--json", "--reader", "inversion", "--inversion-steps", 2, big
+    )
     row = json.loads(proc.stdout)
     assert row["path"] == str(big) and row["bit_probabilities"] == [0.5] * 48
 
@@ -62,26 +74,71 @@ def test_render_extract_export(untrained_bundle_dir, images, tmp_path):
 
 
 def test_bad_input_gives_one_clear_line(untrained_bundle_dir, images, tmp_path):
-    assert "12 hex digits" in error_line(run("render", "--model", untrained_bundle_dir, "--fingerprint", "abcd" * 4,
-                                             "--input", images, "--output", tmp_path / "x", ok=False))
-    assert "not hexadecimal" in error_line(run("export", "--model", untrained_bundle_dir, "--fingerprint", "zz" * 6,
-                                               "--out", tmp_path / "x", ok=False))
+    assert "12 hex digits" in error_line(
+        run(
+            "render",
+            "--model",
+            untrained_bundle_dir,
+            "--fingerprint",
+            "abcd" * 4,
+            "--input",
+            images,
+            "--output",
+            tmp_path / "x",
+            ok=False,
+        )
+    )
+    assert "not hexadecimal" in error_line(
+        run("export", "--model", untrained_bundle_dir, "--fingerprint", "zz" * 6, "--out", tmp_path / "x", ok=False)
+    )
     assert "not a genprint bundle" in error_line(run("extract", "--model", tmp_path, "--json", "x.png", ok=False))
     notimg = tmp_path / "notes.png"
     notimg.write_text("hello")
-    assert "not a readable image" in error_line(run("extract", "--model", untrained_bundle_dir, "--json", notimg, ok=False))
+    # every verb reads images through genprint.imageio: its formats, size limits and messages
+    assert "not a PNG, JPEG or WebP image" in error_line(
+        run("extract", "--model", untrained_bundle_dir, "--json", notimg, ok=False)
+    )
     tiny = tmp_path / "tiny.png"
     Image.new("RGB", (40, 40)).save(tiny)
-    assert "at least 64 px" in error_line(run("extract", "--model", untrained_bundle_dir, "--json", tiny, ok=False))
-    assert "at least 64 px" in error_line(run("extract", "--model", untrained_bundle_dir, "--json", "--reader", "inversion", tiny, ok=False))
-    assert "max_rotation must be 0 to 180" in error_line(run("extract", "--model", untrained_bundle_dir, "--json", "--reader", "inversion",
-                                                            "--max-rotation", -5, notimg, ok=False))
-    assert "unknown attacks ['jpeg_5']" in error_line(run("eval", "--model", untrained_bundle_dir, "--out", tmp_path / "e",
-                                                          "--attacks", "jpeg_50,jpeg_5", ok=False))
-    assert "--photos must be at least 1" in error_line(run("eval", "--model", untrained_bundle_dir, "--out", tmp_path / "e",
-                                                           "--photos", 0, ok=False))
-    assert "not a directory" in error_line(run("render", "--model", untrained_bundle_dir, "--no-fingerprint",
-                                               "--input", tmp_path / "missing", "--output", tmp_path / "y", ok=False))
+    assert "minimum of 64 px" in error_line(run("extract", "--model", untrained_bundle_dir, "--json", tiny, ok=False))
+    assert "minimum of 64 px" in error_line(
+        run("extract", "--model", untrained_bundle_dir, "--json", "--reader", "inversion", tiny, ok=False)
+    )
+    upright = tmp_path / "upright.png"
+    Image.new("RGB", (64, 64)).save(upright)
+    assert "max_rotation must be 0 to 180" in error_line(
+        run(
+            "extract",
+            "--model",
+            untrained_bundle_dir,
+            "--json",
+            "--reader",
+            "inversion",
+            "--max-rotation",
+            -5,
+            upright,
+            ok=False,
+        )
+    )
+    assert "unknown attacks ['jpeg_5']" in error_line(
+        run("eval", "--model", untrained_bundle_dir, "--out", tmp_path / "e", "--attacks", "jpeg_50,jpeg_5", ok=False)
+    )
+    assert "--photos must be at least 1" in error_line(
+        run("eval", "--model", untrained_bundle_dir, "--out", tmp_path / "e", "--photos", 0, ok=False)
+    )
+    assert "not a directory" in error_line(
+        run(
+            "render",
+            "--model",
+            untrained_bundle_dir,
+            "--no-fingerprint",
+            "--input",
+            tmp_path / "missing",
+            "--output",
+            tmp_path / "y",
+            ok=False,
+        )
+    )
     assert "no config file" in error_line(run("train", "--config", "nope", "--out", tmp_path / "z", ok=False))
     old = tmp_path / "old"
     shutil.copytree(untrained_bundle_dir, old)
@@ -93,12 +150,27 @@ def test_bad_input_gives_one_clear_line(untrained_bundle_dir, images, tmp_path):
 
 def test_eval_writes_report_and_plots(untrained_bundle_dir, tmp_path):
     """On an untrained bundle every metric is at chance: the report must say so, and attribute nobody."""
-    proc = run("eval", "--model", untrained_bundle_dir, "--users", 500, "--out", tmp_path, "--size", 64,
-               "--samples-per-photo", 1, "--suites", "stable_signature", "--photos", 5)
+    proc = run(
+        "eval",
+        "--model",
+        untrained_bundle_dir,
+        "--users",
+        500,
+        "--out",
+        tmp_path,
+        "--size",
+        64,
+        "--samples-per-photo",
+        1,
+        "--suites",
+        "stable_signature",
+        "--photos",
+        5,
+    )
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["test_photos"] == 5 and report["samples"] == 5
     assert (tmp_path / "accuracy_per_attack.png").stat().st_size > 10_000 and (tmp_path / "grid.png").exists()
-    assert report["quality"]["psnr_db"] > 60          # identity mapping: fingerprinted == original
+    assert report["quality"]["psnr_db"] > 60  # identity mapping: fingerprinted == original
     assert 0.35 < report["results"]["clean"]["bit_accuracy"] < 0.65
     assert report["results"]["clean"]["attribution_accuracy"] == 0
     assert all(v["attributed"] == 0 for v in report["false_positives"].values())
@@ -107,25 +179,70 @@ def test_eval_writes_report_and_plots(untrained_bundle_dir, tmp_path):
 
 
 def test_eval_without_attacks_reads_clean_images_and_false_positives_only(untrained_bundle_dir, tmp_path):
-    run("eval", "--model", untrained_bundle_dir, "--users", 500, "--out", tmp_path, "--size", 64,
-        "--samples-per-photo", 1, "--photos", 3, "--attacks", "none")
+    run(
+        "eval",
+        "--model",
+        untrained_bundle_dir,
+        "--users",
+        500,
+        "--out",
+        tmp_path,
+        "--size",
+        64,
+        "--samples-per-photo",
+        1,
+        "--photos",
+        3,
+        "--attacks",
+        "none",
+    )
     report = json.loads((tmp_path / "report.json").read_text())
     assert list(report["results"]) == ["clean"] and report["settings"]["attacks"] == []
     assert {k: v["queries"] for k, v in report["false_positives"].items()} == {"photos": 3, "original_decoder": 3}
 
 
-def test_train_with_workers_hands_its_options_to_the_ray_pipeline(monkeypatch):
-    import pipelines.train
+def test_train_with_workers_hands_its_options_and_overrides_to_ray_train(monkeypatch):
+    import pipelines.ray_train
     from genprint.cli import main
 
     seen = {}
 
-    def fake_main(argv):
-        seen["argv"] = argv
-        return 0
+    def fake_train_distributed(config, **kwargs):
+        seen.update(config=config, **kwargs)
+        return {"name": kwargs["name"]}
 
-    monkeypatch.setattr(pipelines.train, "main", fake_main)
-    assert main(["train", "--config", "tiny", "--out", "o", "--workers", "2", "--steps", "5", "--checkpoints", "s3://b/ckpt"]) == 0
-    argv = seen["argv"]
-    assert argv[argv.index("--storage") + 1] == "s3://b/ckpt" and argv[argv.index("--steps") + 1] == "5"
-    assert pipelines.train.build_parser().parse_args(argv).storage == "s3://b/ckpt"  # the pipeline accepts what it is given
+    monkeypatch.setattr(pipelines.ray_train, "train_distributed", fake_train_distributed)
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                "tiny",
+                "--out",
+                "o",
+                "--workers",
+                "2",
+                "--steps",
+                "5",
+                "--checkpoints",
+                "s3://b/ckpt",
+                "--set",
+                "lr=0.002",
+                "--set",
+                "extractor.margin=8",
+                "--ray-address",
+                "auto",
+                "--gpus-per-worker",
+                "1",
+            ]
+        )
+        == 0
+    )
+    assert (seen["storage"], seen["workers"], seen["ray_address"], seen["gpus_per_worker"]) == (
+        "s3://b/ckpt",
+        2,
+        "auto",
+        1,
+    )
+    assert seen["config"].steps == 5 and seen["config"].lr.at(0) == 0.002 and seen["config"].extractor == {"margin": 8}
+    assert main(["train", "--config", "tiny", "--out", "o", "--set", "lr"]) == 2  # not KEY=VALUE: one clear error

@@ -3,8 +3,17 @@ import pytest
 from scipy.stats import binom
 
 from genprint.errors import GenprintError
-from genprint.fingerprint import (Decision, corrected_p_value, from_hex, hamming, min_agreeing_bits, p_value, pack,
-                                  random_fingerprints, to_hex)
+from genprint.fingerprint import (
+    Decision,
+    corrected_p_value,
+    from_hex,
+    hamming,
+    min_agreeing_bits,
+    p_value,
+    pack,
+    random_fingerprints,
+    to_hex,
+)
 
 
 @pytest.mark.parametrize("nbits", [32, 48, 64, 72, 128])
@@ -21,8 +30,15 @@ def test_hex_msb_first():
     assert bits[0] == 1 and bits[-1] == 1 and bits[1:-1].sum() == 0
 
 
-@pytest.mark.parametrize("text,nbits,match", [("zz" * 6, 48, "not hexadecimal"), ("ab" * 6, 64, "this model uses 64 bits"),
-                                              ("abc", None, "not hexadecimal"), ("ab" * 3, None, "multiple of 8 between")])
+@pytest.mark.parametrize(
+    "text,nbits,match",
+    [
+        ("zz" * 6, 48, "not hexadecimal"),
+        ("ab" * 6, 64, "this model uses 64 bits"),
+        ("abc", None, "not hexadecimal"),
+        ("ab" * 3, None, "multiple of 8 between"),
+    ],
+)
 def test_hex_errors(text, nbits, match):
     with pytest.raises(GenprintError, match=match):
         from_hex(text, nbits)

@@ -1,6 +1,6 @@
 import io
-import zlib
 import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -52,16 +52,21 @@ def test_grey_alpha_palette_become_rgb():
     np.testing.assert_array_equal((t.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), rgb_array(64, 64))
     pal = Image.fromarray(rgb_array(64, 64)).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
     t = decode_image_bytes(encode(pal, "PNG"))
-    np.testing.assert_array_equal((t.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), np.asarray(pal.convert("RGB")))
+    np.testing.assert_array_equal(
+        (t.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), np.asarray(pal.convert("RGB"))
+    )
     la = Image.fromarray(np.full((64, 64), 9, np.uint8), "L").convert("LA")
     assert decode_image_bytes(encode(la, "PNG")).shape == (3, 64, 64)
 
 
-@pytest.mark.parametrize("data,match", [
-    (b"", "empty"),
-    (b"definitely not an image" * 10, "not a PNG"),
-    (b"GIF89a" + b"\0" * 100, "not a PNG"),
-])
+@pytest.mark.parametrize(
+    "data,match",
+    [
+        (b"", "empty"),
+        (b"definitely not an image" * 10, "not a PNG"),
+        (b"GIF89a" + b"\0" * 100, "not a PNG"),
+    ],
+)
 def test_garbage_refused(data, match):
     with pytest.raises(GenprintError, match=match):
         decode_image_bytes(data)
@@ -83,8 +88,10 @@ def test_corrupt_png_crc_refused():
 
 def png_header_only(width: int, height: int) -> bytes:
     """A tiny PNG that claims huge dimensions: a decompression bomb must be refused before decoding."""
+
     def chunk(kind, body):
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 

@@ -17,8 +17,9 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 def stack(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=REPO)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout, cwd=REPO
+    )
 
 
 def read_env(path: Path) -> dict[str, str]:
@@ -91,8 +92,13 @@ def test_postgres_stack_starts_serves_stops_and_keeps_data(stack_dir):
     engine.dispose()
 
     run_id = _log_run(env["MLFLOW_TRACKING_URI"], "fingerprinted")
-    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"], region_name=env["AWS_DEFAULT_REGION"],
-                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL_S3"],
+        region_name=env["AWS_DEFAULT_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="genprint", Prefix="mlflow/").get("Contents", [])]
     (key,) = [k for k in keys if run_id in k and k.endswith("note.txt")]
     assert s3.get_object(Bucket="genprint", Key=key)["Body"].read() == b"fingerprinted"
@@ -109,9 +115,11 @@ def test_postgres_stack_starts_serves_stops_and_keeps_data(stack_dir):
     assert stack("start", "--dir", str(stack_dir)).returncode == 0
     env2 = read_env(stack_dir / "stack.env")
     assert env2["AWS_SECRET_ACCESS_KEY"] == env["AWS_SECRET_ACCESS_KEY"]
-    code = (f"import mlflow; mlflow.set_tracking_uri({env2['MLFLOW_TRACKING_URI']!r}); "
-            f"c = mlflow.MlflowClient(); print(c.get_run({run_id!r}).data.metrics['bit_accuracy']); "
-            f"print(open(c.download_artifacts({run_id!r}, 'note.txt')).read())")
+    code = (
+        f"import mlflow; mlflow.set_tracking_uri({env2['MLFLOW_TRACKING_URI']!r}); "
+        f"c = mlflow.MlflowClient(); print(c.get_run({run_id!r}).data.metrics['bit_accuracy']); "
+        f"print(open(c.download_artifacts({run_id!r}, 'note.txt')).read())"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["0.97", "fingerprinted"]
@@ -142,7 +150,12 @@ def test_stop_without_a_stack_is_harmless_and_status_says_so(tmp_path):
 
 def test_missing_postgres_binaries_fail_clearly_and_leave_nothing_running(tmp_path):
     d = tmp_path / "stack"
-    done = subprocess.run([sys.executable, str(SCRIPT), "start", "--dir", str(d), "--backend", "postgres"],
-                          capture_output=True, text=True, timeout=60, env={**os.environ, "GENPRINT_PG_BIN": str(tmp_path)})
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "start", "--dir", str(d), "--backend", "postgres"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "GENPRINT_PG_BIN": str(tmp_path)},
+    )
     assert done.returncode == 2 and "PostgreSQL binaries not found" in done.stderr
     assert not (d / "stack.json").exists() and not (d / "stack.env").exists()

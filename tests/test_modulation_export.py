@@ -14,11 +14,24 @@ from genprint.generators import build_adapter, load_adapter_source
 from genprint.generators.tae import tae_decoder
 from genprint.model import GenprintModel
 
-TINY_KL = {"in_channels": 3, "out_channels": 3, "latent_channels": 4, "block_out_channels": [16, 32],
-           "down_block_types": ["DownEncoderBlock2D"] * 2, "up_block_types": ["UpDecoderBlock2D"] * 2,
-           "layers_per_block": 1, "norm_num_groups": 8, "sample_size": 32}
-TINY_TINY = {"encoder_block_out_channels": [16, 16, 16, 16], "decoder_block_out_channels": [16, 16, 16, 16],
-             "num_encoder_blocks": [1, 1, 1, 1], "num_decoder_blocks": [1, 1, 1, 1], "latent_channels": 4}
+TINY_KL = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 4,
+    "block_out_channels": [16, 32],
+    "down_block_types": ["DownEncoderBlock2D"] * 2,
+    "up_block_types": ["UpDecoderBlock2D"] * 2,
+    "layers_per_block": 1,
+    "norm_num_groups": 8,
+    "sample_size": 32,
+}
+TINY_TINY = {
+    "encoder_block_out_channels": [16, 16, 16, 16],
+    "decoder_block_out_channels": [16, 16, 16, 16],
+    "num_encoder_blocks": [1, 1, 1, 1],
+    "num_decoder_blocks": [1, 1, 1, 1],
+    "latent_channels": 4,
+}
 
 
 def randomise_mapping(model: GenprintModel, seed: int = 0, std: float = 0.2) -> GenprintModel:
@@ -46,18 +59,25 @@ def test_scales_start_at_exactly_one():
     assert all(torch.equal(s, torch.ones_like(s)) for s in model.scales(bits))
 
 
-@pytest.mark.parametrize("make", [lambda: taef2_model(), lambda: diffusers_model("diffusers-kl", TINY_KL),
-                                  lambda: diffusers_model("diffusers-tiny", TINY_TINY)], ids=["taef2", "kl", "tiny"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: taef2_model(),
+        lambda: diffusers_model("diffusers-kl", TINY_KL),
+        lambda: diffusers_model("diffusers-tiny", TINY_TINY),
+    ],
+    ids=["taef2", "kl", "tiny"],
+)
 def test_per_sample_and_baked_forms_agree(make):
     model = make()
     nb = model.nbits
     bits = random_fingerprints(3, nb, rng=np.random.default_rng(1))
     latents = torch.randn(3, model.adapter.latent_channels, 4, 4)
     with torch.no_grad():
-        batched = model.decode(latents, bits)   # three users in one forward pass
+        batched = model.decode(latents, bits)  # three users in one forward pass
         for i in range(3):
             baked = model.bake(bits[i])
-            single = model.adapter.decode(latents[i:i + 1], decoder=baked)
+            single = model.adapter.decode(latents[i : i + 1], decoder=baked)
             assert (single[0] - batched[i]).abs().max().item() < 1e-5
         # users really differ, and the unmodulated decoder differs from them
         assert (batched[0] - batched[1]).abs().max() > 1e-3
@@ -90,7 +110,9 @@ def test_modulation_does_not_touch_the_decoder_weights():
     assert all(torch.equal(before[k], v) for k, v in model.decoder.state_dict().items())
 
 
-@pytest.mark.parametrize("family,config,cls", [("diffusers-kl", TINY_KL, "AutoencoderKL"), ("diffusers-tiny", TINY_TINY, "AutoencoderTiny")])
+@pytest.mark.parametrize(
+    "family,config,cls", [("diffusers-kl", TINY_KL, "AutoencoderKL"), ("diffusers-tiny", TINY_TINY, "AutoencoderTiny")]
+)
 def test_export_loads_in_stock_diffusers_and_reproduces_images(tmp_path, family, config, cls):
     import diffusers
 
@@ -100,7 +122,7 @@ def test_export_loads_in_stock_diffusers_and_reproduces_images(tmp_path, family,
     vae = getattr(diffusers, cls).from_pretrained(str(out)).eval()
     latents = torch.randn(2, model.adapter.latent_channels, 4, 4)
     with torch.no_grad():
-        stock = vae.decode(latents).sample                    # the user's model, as a hub user loads it
+        stock = vae.decode(latents).sample  # the user's model, as a hub user loads it
         lo, hi = model.adapter.output_range
         stock = ((stock - lo) / (hi - lo)).clamp(0, 1)
         ours = model.decode(latents, np.stack([bits, bits]))  # per-sample form
@@ -148,7 +170,7 @@ def test_wrong_shapes_are_clear_errors():
 def test_real_taef2_reconstructs_photos():
     from genprint.data import load_rgb, resolve_photos
     from genprint.metrics import psnr
-    from genprint.paths import taef2_dir
+    from genprint.settings import taef2_dir
 
     if taef2_dir() is None:
         pytest.skip("shared TAEF2 weights not found")

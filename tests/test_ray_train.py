@@ -1,4 +1,5 @@
-"""Distributed training on a real local Ray cluster: DDP over 2 workers, a killed worker, a failed run resumed by name."""
+"""Distributed training on a real local Ray cluster: DDP over 2 workers, a killed worker, a failed run resumed by
+name."""
 
 from __future__ import annotations
 
@@ -86,14 +87,13 @@ def _kill_one_worker_after(read_snapshot, timeout: float = 240) -> int:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """Ray (short temp path), a SQLite MLflow, a tiny config and a few photos, shared by this module's runs."""
-    import ray
 
-    from pipelines.train import init_ray
+    from pipelines.ray_runtime import RayRuntime
 
     root = tmp_path_factory.mktemp("raytrain")
     photos = root / "photos"
     photos.mkdir()
-    from genprint.paths import photos_dir
+    from genprint.settings import photos_dir
 
     if photos_dir() is None:
         pytest.skip("shared photos not found (set GENPRINT_SHARED)")
@@ -101,11 +101,15 @@ def env(tmp_path_factory):
         (photos / src.name).write_bytes(src.read_bytes())
     (root / "tiny.yaml").write_text(TINY)
     saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "GENPRINT_ARTIFACT_ROOT", "GENPRINT_RAY_TMP")}
-    os.environ.update({"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "GENPRINT_ARTIFACT_ROOT": (root / "art").as_uri(),
-                       "GENPRINT_RAY_TMP": f"/tmp/rt-{uuid.uuid4().hex[:6]}"})
-    init_ray(None, 2)
-    yield {"root": root, "photos": photos, "config": load_config(root / "tiny.yaml")}
-    ray.shutdown()
+    os.environ.update(
+        {
+            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+            "GENPRINT_ARTIFACT_ROOT": (root / "art").as_uri(),
+            "GENPRINT_RAY_TMP": f"/tmp/rt-{uuid.uuid4().hex[:6]}",
+        }
+    )
+    with RayRuntime(cpus=2, dashboard=True):
+        yield {"root": root, "photos": photos, "config": load_config(root / "tiny.yaml")}
     shutil.rmtree(os.environ["GENPRINT_RAY_TMP"], ignore_errors=True)
     for k, v in saved.items():
         if v is None:
@@ -115,7 +119,7 @@ def env(tmp_path_factory):
 
 
 def _run(env, name, **kw):
-    from pipelines.train import train_distributed
+    from pipelines.ray_train import train_distributed
 
     kw.setdefault("storage", str(env["root"] / "ray"))
     kw.setdefault("out", str(env["root"] / "out" / name))
@@ -158,7 +162,10 @@ def test_uninterrupted_run_writes_a_registered_bundle(env, clean_run):
     assert {"eval/report.json", "eval/training_curves.png"} <= artifacts
     kept = sorted(p.name for p in (env["root"] / "ray" / "clean").glob("step-*"))
     assert kept == ["step-0000006", "step-0000008"]  # num_to_keep=2
-    assert sorted(p.name for p in (env["root"] / "ray" / "clean" / "step-0000008").iterdir() if p.suffix == ".pt") == ["rank0.pt", "rank1.pt"]
+    assert sorted(p.name for p in (env["root"] / "ray" / "clean" / "step-0000008").iterdir() if p.suffix == ".pt") == [
+        "rank0.pt",
+        "rank1.pt",
+    ]
 
 
 @pytest.mark.slow
@@ -182,7 +189,9 @@ def test_failed_run_resumes_by_name_on_s3(env, clean_run, s3_bucket, s3_server):
     out = f"s3://{s3_bucket}/bundles/resumed"
     thread, box = _run_in_thread(env, "resumed", storage=storage, out=out, max_failures=0, register_alias=None)
     client = s3_server.client()
-    _kill_one_worker_after(lambda: client.get_object(Bucket=s3_bucket, Key="ray/resumed/checkpoint_manager_snapshot.json")["Body"].read())
+    _kill_one_worker_after(
+        lambda: client.get_object(Bucket=s3_bucket, Key="ray/resumed/checkpoint_manager_snapshot.json")["Body"].read()
+    )
     thread.join(timeout=400)
     assert isinstance(box.get("error"), GenprintError) and "--name resumed" in str(box["error"])
     summary = _run(env, "resumed", storage=storage, out=out, max_failures=0, register_alias=None)
@@ -196,7 +205,7 @@ def test_failed_run_resumes_by_name_on_s3(env, clean_run, s3_bucket, s3_server):
 
 
 def test_bad_storage_and_worker_count(s3_bucket, tmp_path):
-    from pipelines.train import ray_storage, train_distributed
+    from pipelines.ray_train import ray_storage, train_distributed
 
     with pytest.raises(GenprintError, match="bucket 'genprint-missing-bucket' does not exist"):
         ray_storage("s3://genprint-missing-bucket/ray")

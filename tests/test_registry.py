@@ -82,6 +82,7 @@ def test_bad_tenant_requests_change_nothing(reg, acme):
     with pytest.raises(GenprintError, match="invalid"):
         reg.create_tenant("bad name; drop table")
     from genprint.registry import Tenant
+
     with pytest.raises(NotFoundError, match="unknown tenant"):
         reg.register_users(Tenant(999, "ghost"), MODEL, 48, names=["x"])
     unchanged(reg, before)
@@ -232,8 +233,12 @@ def test_bad_attribution_queries_change_nothing(reg, acme):
     tenant, _ = acme
     reg.register_users(tenant, MODEL, 48, names=["alice"])
     before = reg.counts()
-    for bits, match in [(np.zeros(64, int), "has 64 bits; this model uses 48"), ("ab" * 8, "this model uses 48 bits"),
-                        (np.full(48, 2), "must be 0 or 1"), (np.zeros((2, 3, 48)), "expected a")]:
+    for bits, match in [
+        (np.zeros(64, int), "has 64 bits; this model uses 48"),
+        ("ab" * 8, "this model uses 48 bits"),
+        (np.full(48, 2), "must be 0 or 1"),
+        (np.zeros((2, 3, 48)), "expected a"),
+    ]:
         with pytest.raises(GenprintError, match=match):
             reg.attribute_many(bits, MODEL)
     with pytest.raises(NotFoundError, match="no fingerprints have been issued"):

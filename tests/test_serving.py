@@ -43,8 +43,8 @@ def stack(tmp_path_factory, s3_server):
     from genprint.bundle import read_config, save_bundle
     from genprint.generators import load_adapter_source
     from genprint.model import GenprintModel
-    from genprint.paths import taef2_dir
     from genprint.registry import Registry
+    from genprint.settings import taef2_dir
     from serving.local import LocalServe
     from serving.settings import ServeSettings
 
@@ -52,7 +52,9 @@ def stack(tmp_path_factory, s3_server):
         pytest.skip("shared TAEF2 weights not found (set GENPRINT_SHARED)")
     root = tmp_path_factory.mktemp("serving")
     model = GenprintModel.create(load_adapter_source("taef2", taef2_dir()), nbits=NBITS)
-    with torch.no_grad():  # an untrained mapping gives every user scale 1: make users differ so mixing them can be wrong
+    with (
+        torch.no_grad()
+    ):  # an untrained mapping gives every user scale 1: make users differ so mixing them can be wrong
         for affine in model.mapping.affines:
             affine.weight.normal_(0, 0.2)
     bundle = save_bundle(model, root / "bundle")
@@ -66,30 +68,54 @@ def stack(tmp_path_factory, s3_server):
             for user, code in registry.register_users(t, model_id, NBITS, names=users):
                 codes[(tenant, user)] = code
     saved_env = dict(os.environ)
-    os.environ.update(s3_server.env())  # Ray's workers inherit the driver's environment: the ingress reads s3:// with it
-    os.environ["GENPRINT_CACHE_DIR"] = str(root / "cache")
+    os.environ.update(
+        s3_server.env()
+    )  # Ray's workers inherit the driver's environment: the ingress reads s3:// with it
+    os.environ["GENPRINT_CACHE"] = str(root / "cache")
     bucket = "serving-test"
     s3_server.client().create_bucket(Bucket=bucket)
-    settings = ServeSettings.load({
-        "model": str(bundle), "registry_url": url, "image_size": 64, "steps": 1, "max_pixels": MAX_SIDE * MAX_SIDE,
-        "max_request_bytes": MAX_BYTES, "generation_batch_size": 8, "batch_wait_timeout_s": 0.3, "moderator_tenants": ["mods"]})
+    settings = ServeSettings.load(
+        {
+            "model": str(bundle),
+            "registry_url": url,
+            "image_size": 64,
+            "steps": 1,
+            "max_pixels": MAX_SIDE * MAX_SIDE,
+            "max_request_bytes": MAX_BYTES,
+            "generation_batch_size": 8,
+            "batch_wait_timeout_s": 0.3,
+            "moderator_tenants": ["mods"],
+        }
+    )
     try:
         with LocalServe(settings, port=0, ready_timeout=240) as local:
             with httpx.Client(base_url=local.url, timeout=120) as client:
-                yield {"client": client, "keys": keys, "codes": codes, "model_id": model_id, "registry": registry,
-                       "s3": s3_server, "bucket": bucket}
+                yield {
+                    "client": client,
+                    "keys": keys,
+                    "codes": codes,
+                    "model_id": model_id,
+                    "registry": registry,
+                    "s3": s3_server,
+                    "bucket": bucket,
+                }
     finally:
         os.environ.clear()
         os.environ.update(saved_env)
 
 
 def generate(stack, tenant, user, seed=1, key=None, **extra):
-    return stack["client"].post("/v1/generate", json={"tenant": tenant, "user": user, "prompt": "a red bird", "seed": seed, **extra},
-                                headers={"X-API-Key": key or stack["keys"][tenant]})
+    return stack["client"].post(
+        "/v1/generate",
+        json={"tenant": tenant, "user": user, "prompt": "a red bird", "seed": seed, **extra},
+        headers={"X-API-Key": key or stack["keys"][tenant]},
+    )
 
 
 def attribute(stack, data: bytes, tenant="acme", content_type="image/png"):
-    return stack["client"].post("/v1/attribute", content=data, headers={"X-API-Key": stack["keys"][tenant], "Content-Type": content_type})
+    return stack["client"].post(
+        "/v1/attribute", content=data, headers={"X-API-Key": stack["keys"][tenant], "Content-Type": content_type}
+    )
 
 
 def a_render(stack) -> bytes:
@@ -102,7 +128,11 @@ def test_health_readiness_and_openapi(stack):
     c = stack["client"]
     assert c.get("/healthz").json() == {"status": "ok"}
     ready = c.get("/readyz").json()
-    assert ready["status"] == "ready" and ready["model_id"] == stack["model_id"] and ready["attribution"]["registered"] == 5
+    assert (
+        ready["status"] == "ready"
+        and ready["model_id"] == stack["model_id"]
+        and ready["attribution"]["registered"] == 5
+    )
     paths = c.get("/openapi.json").json()["paths"]
     assert {"/v1/generate", "/v1/attribute", "/v1/attribute/batch", "/v1/users", "/healthz", "/readyz"} <= set(paths)
     assert c.get("/docs").status_code == 200
@@ -119,8 +149,11 @@ def test_generate_returns_pngs_and_metadata_but_never_the_bits(stack):
     for im in body["images"]:
         assert Image.open(io.BytesIO(base64.b64decode(im["png_base64"]))).size == (64, 64)
     assert stack["codes"][("acme", "bob")] not in r.text
-    raw = stack["client"].post("/v1/generate?format=png", json={"tenant": "acme", "user": "bob", "prompt": "a red bird", "seed": 11},
-                               headers={"X-API-Key": stack["keys"]["acme"]})
+    raw = stack["client"].post(
+        "/v1/generate?format=png",
+        json={"tenant": "acme", "user": "bob", "prompt": "a red bird", "seed": 11},
+        headers={"X-API-Key": stack["keys"]["acme"]},
+    )
     assert raw.headers["content-type"] == "image/png" and raw.headers["x-genprint-seed"] == "11"
     assert raw.headers["x-genprint-fingerprint-id"] == body["fingerprint_id"]
     # same seed, same user: the same image (up to 1/255 of rounding: a batch of 2 vs 1 may sum convs in another order)
@@ -145,13 +178,17 @@ def test_users_batched_together_match_users_decoded_one_by_one(stack):
     for t in threads:
         t.join()
     info = handle.info.remote().result()
-    assert info["largest_batch"] >= 2 and info["batches"] - before < len(users), "the concurrent requests were not batched"
+    assert info["largest_batch"] >= 2 and info["batches"] - before < len(users), (
+        "the concurrent requests were not batched"
+    )
 
     def image(body):
         return pixels(base64.b64decode(body["images"][0]["png_base64"]))
 
     for u in users:
-        assert np.abs(image(together[u]) - image(alone[u])).max() <= 1, u  # batched convs may round differently by 1/255
+        assert np.abs(image(together[u]) - image(alone[u])).max() <= 1, (
+            u
+        )  # batched convs may round differently by 1/255
     # and the fingerprints really differ: one user's image is not another's
     assert np.abs(image(alone["alice"]) - image(generate(stack, "acme", "bob", seed=100).json())).max() > 8
 
@@ -168,9 +205,13 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize("name,data,content_type,status,message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
-def test_bad_images_are_4xx_with_a_clear_message_and_the_replica_keeps_serving(stack, name, data, content_type, status, message):
+def test_bad_images_are_4xx_with_a_clear_message_and_the_replica_keeps_serving(
+    stack, name, data, content_type, status, message
+):
     good = a_render(stack)
-    data = {"truncated": good[: len(good) // 2], "big": png_bytes(np.zeros((256, 256, 3), np.uint8)), "good": good}.get(data, data)
+    data = {"truncated": good[: len(good) // 2], "big": png_bytes(np.zeros((256, 256, 3), np.uint8)), "good": good}.get(
+        data, data
+    )
     r = attribute(stack, data, content_type=content_type)
     assert r.status_code == status, r.text
     assert message in r.json()["detail"]
@@ -180,16 +221,26 @@ def test_bad_images_are_4xx_with_a_clear_message_and_the_replica_keeps_serving(s
 
 def test_multipart_upload_is_attributed(stack):
     good = a_render(stack)
-    r = stack["client"].post("/v1/attribute", files={"image": ("a.png", good, "image/png")}, headers={"X-API-Key": stack["keys"]["acme"]})
+    r = stack["client"].post(
+        "/v1/attribute", files={"image": ("a.png", good, "image/png")}, headers={"X-API-Key": stack["keys"]["acme"]}
+    )
     assert r.status_code == 200, r.text
     assert r.json() == attribute(stack, good).json()
 
 
-@pytest.mark.parametrize("headers,detail", [({}, "API key is required"), ({"X-API-Key": "nope"}, "invalid API key"),
-                                            ({"Authorization": "Bearer nope"}, "invalid API key")])
+@pytest.mark.parametrize(
+    "headers,detail",
+    [
+        ({}, "API key is required"),
+        ({"X-API-Key": "nope"}, "invalid API key"),
+        ({"Authorization": "Bearer nope"}, "invalid API key"),
+    ],
+)
 def test_missing_or_wrong_api_key_is_401(stack, headers, detail):
-    for r in (stack["client"].post("/v1/attribute", content=b"x", headers={"Content-Type": "image/png", **headers}),
-              stack["client"].post("/v1/generate", json={"tenant": "acme", "user": "alice", "prompt": "p"}, headers=headers)):
+    for r in (
+        stack["client"].post("/v1/attribute", content=b"x", headers={"Content-Type": "image/png", **headers}),
+        stack["client"].post("/v1/generate", json={"tenant": "acme", "user": "alice", "prompt": "p"}, headers=headers),
+    ):
         assert r.status_code == 401 and detail in r.json()["detail"]
     assert generate(stack, "acme", "alice").status_code == 200
 
@@ -203,7 +254,9 @@ def test_a_tenant_acts_only_for_its_own_users(stack):
     assert c.get("/v1/users", params={"tenant": "globex"}, headers={"X-API-Key": keys["acme"]}).status_code == 403
     own = c.get("/v1/users", headers={"X-API-Key": keys["acme"]}).json()
     assert [u["user"] for u in own] == ["alice", "bob", "carol", "dave"] and all("code" not in u for u in own)
-    assert [u["user"] for u in c.get("/v1/users", params={"tenant": "globex"}, headers={"X-API-Key": keys["mods"]}).json()] == ["erin"]
+    assert [
+        u["user"] for u in c.get("/v1/users", params={"tenant": "globex"}, headers={"X-API-Key": keys["mods"]}).json()
+    ] == ["erin"]
     # attribution is scoped: whatever acme's query matches is an acme user; a moderator's may be anyone's
     good = a_render(stack)
     assert attribute(stack, good, tenant="acme").json()["tenant"] == "acme"
@@ -225,18 +278,27 @@ def test_a_revoked_user_may_no_longer_generate(stack):
 def test_json_batch_of_base64_and_s3_images_with_per_item_errors(stack):
     good = a_render(stack)
     stack["s3"].client().put_object(Bucket=stack["bucket"], Key="imgs/a.png", Body=good)
-    items = [{"id": "b64", "base64": base64.b64encode(good).decode()}, {"id": "s3", "uri": f"s3://{stack['bucket']}/imgs/a.png"},
-             {"id": "missing", "uri": f"s3://{stack['bucket']}/imgs/none.png"}, {"id": "junk", "base64": "@@@"},
-             {"id": "both", "base64": "AA==", "uri": "s3://x/y"}]
-    r = stack["client"].post("/v1/attribute/batch", json={"images": items}, headers={"X-API-Key": stack["keys"]["acme"]})
+    items = [
+        {"id": "b64", "base64": base64.b64encode(good).decode()},
+        {"id": "s3", "uri": f"s3://{stack['bucket']}/imgs/a.png"},
+        {"id": "missing", "uri": f"s3://{stack['bucket']}/imgs/none.png"},
+        {"id": "junk", "base64": "@@@"},
+        {"id": "both", "base64": "AA==", "uri": "s3://x/y"},
+    ]
+    r = stack["client"].post(
+        "/v1/attribute/batch", json={"images": items}, headers={"X-API-Key": stack["keys"]["acme"]}
+    )
     assert r.status_code == 200, r.text
     res = {x["id"]: x for x in r.json()["results"]}
     assert res["b64"]["result"] == res["s3"]["result"] == attribute(stack, good).json()
     assert res["missing"]["status"] == 422 and "cannot read" in res["missing"]["error"]
     assert res["junk"]["status"] == 422 and "not valid base64" in res["junk"]["error"]
     assert res["both"]["status"] == 422 and "exactly one" in res["both"]["error"]
-    bad = stack["client"].post("/v1/attribute/batch", content=b"[1,2", headers={"X-API-Key": stack["keys"]["acme"],
-                                                                                "Content-Type": "application/json"})
+    bad = stack["client"].post(
+        "/v1/attribute/batch",
+        content=b"[1,2",
+        headers={"X-API-Key": stack["keys"]["acme"], "Content-Type": "application/json"},
+    )
     assert bad.status_code == 422 and "must be JSON" in bad.json()["detail"]
 
 
@@ -250,12 +312,20 @@ def test_killed_replica_under_load_recovers(stack):
     def load():
         with httpx.Client(base_url=str(stack["client"].base_url), timeout=120) as c:
             while not stop.is_set():
-                statuses.append(c.post("/v1/attribute", content=good, headers={"X-API-Key": stack["keys"]["acme"],
-                                                                              "Content-Type": "image/png"}).status_code)
+                statuses.append(
+                    c.post(
+                        "/v1/attribute",
+                        content=good,
+                        headers={"X-API-Key": stack["keys"]["acme"], "Content-Type": "image/png"},
+                    ).status_code
+                )
 
     def replicas():  # live attribution replica actors of this cluster
-        return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                if a["namespace"] == "serve" and "#attribution#" in a["name"]}
+        return {
+            a["name"]
+            for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["namespace"] == "serve" and "#attribution#" in a["name"]
+        }
 
     workers = [threading.Thread(target=load) for _ in range(3)]
     for w in workers:
@@ -292,9 +362,13 @@ def test_the_attribution_engine_can_read_with_the_inversion_reader(tmp_path, rea
     registry = Registry(f"sqlite:///{tmp_path / 'registry.db'}")
     tenant, _ = registry.create_tenant("acme")
     codes = dict(registry.register_users(tenant, read_config(bundle)["model_id"], NBITS, names=["alice", "bob"]))
-    engine = AttributionEngine(ServeSettings(model=str(bundle), reader="inversion", inversion_steps=60, device="cpu"), registry)
+    engine = AttributionEngine(
+        ServeSettings(model=str(bundle), reader="inversion", inversion_steps=60, device="cpu"), registry
+    )
     assert engine.info()["runtime"] == ["inversion (cpu)"]
-    marked, unmarked, again = engine.attribute([(render(codes["bob"]), None), (render(None), None), (render(codes["bob"]), None)])
+    marked, unmarked, again = engine.attribute(
+        [(render(codes["bob"]), None), (render(None), None), (render(codes["bob"]), None)]
+    )
     assert marked["attributed"] and marked["user"] == "bob", marked
     assert not unmarked["attributed"], unmarked  # (the answer still names the nearest user, with its distance)
     # The same upload again, in the batch and later, is matched from the read cache: same answer, no new read.
@@ -310,10 +384,12 @@ def test_the_photos_pipeline_renders_a_photo_chosen_by_prompt_and_seed(untrained
     from genprint.data import resolve_photos
     from genprint.metrics import psnr
     from serving.generation import GenerationEngine, GenerationJob
-    from serving.pipeline_source import PhotoPipeline
     from serving.settings import ServeSettings
+    from serving.text_to_image import PhotoPipeline
 
-    engine = GenerationEngine(ServeSettings(model=str(untrained_bundle_dir), pipeline="photos", image_size=128, device="cpu"))
+    engine = GenerationEngine(
+        ServeSettings(model=str(untrained_bundle_dir), pipeline="photos", image_size=128, device="cpu")
+    )
     assert engine.info()["pipeline"] == "photos"
     jobs = [GenerationJob("a red fox in snow", seed, f"fp{seed}", "ab" * 6) for seed in (1, 2, 1)]
     first, second, again = (pixels(g.png) for g in engine.generate(jobs))

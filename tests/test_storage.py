@@ -6,7 +6,8 @@ import pytest
 
 from genprint.bundle import load_bundle
 from genprint.errors import GenprintError
-from genprint.storage import LocalStore, S3Store, fetch_bundle, open_store, resolve_model, sha256_file
+from genprint.storage import LocalStore, S3Store, fetch_bundle, open_store, sha256_file
+from pipelines.tracking import resolve_model
 
 
 def _roundtrip(store, bundle_dir, tmp_path):

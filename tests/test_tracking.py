@@ -12,16 +12,19 @@ import torch
 from genprint.bundle import load_bundle, read_config, save_bundle
 from genprint.cli import main as cli_main
 from genprint.errors import GenprintError
-from genprint.storage import resolve_model
 from pipelines import tracking
+from pipelines.tracking import resolve_model
 
 
 @pytest.fixture(scope="module")
 def mlflow_env(tmp_path_factory):
     """A fresh SQLite tracking store + local artifact root + download cache, through the env vars users set."""
     root = tmp_path_factory.mktemp("mlflow")
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "GENPRINT_ARTIFACT_ROOT": (root / "artifacts").as_uri(),
-           "GENPRINT_CACHE": str(root / "cache")}
+    env = {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "GENPRINT_ARTIFACT_ROOT": (root / "artifacts").as_uri(),
+        "GENPRINT_CACHE": str(root / "cache"),
+    }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     yield root
@@ -62,7 +65,9 @@ def test_run_logs_config_metrics_report_and_plots(registered, mlflow_env, tmp_pa
     history = run.client.get_metric_history(run.run_id, "bit_acc")
     assert [m.step for m in history] == [1, 2, 3] and history[-1].value == pytest.approx(0.8)
     assert "note" not in data.metrics
-    plot = run.log_history_plot([{"step": 1, "loss": 1.0, "psnr": 20.0}, {"step": 2, "loss": 0.5, "psnr": 25.0}], tmp_path)
+    plot = run.log_history_plot(
+        [{"step": 1, "loss": 1.0, "psnr": 20.0}, {"step": 2, "loss": 0.5, "psnr": 25.0}], tmp_path
+    )
     run.log_report({"bit_acc": 0.8}, [plot])
     names = {a.path for a in run.client.list_artifacts(run.run_id, "eval")}
     assert names == {"eval/report.json", "eval/training_curves.png"}
@@ -101,14 +106,21 @@ def test_aliases_move_as_a_pair(registered):
     assert str(mlc.get_model_version_by_alias(tracking.GENERATOR_MODEL, "production").version) == "1"
     _, second = registered[1]
     bundle = resolve_model(f"models:/{tracking.GENERATOR_MODEL}@candidate")
-    assert read_config(bundle)["model_id"] == mlc.get_model_version(tracking.GENERATOR_MODEL, second[tracking.GENERATOR_MODEL]).tags["model_id"]
+    assert (
+        read_config(bundle)["model_id"]
+        == mlc.get_model_version(tracking.GENERATOR_MODEL, second[tracking.GENERATOR_MODEL]).tags["model_id"]
+    )
 
 
 def test_a_pair_that_was_not_trained_together_is_refused(registered):
     with pytest.raises(GenprintError, match="trained with genprint-extractor v2"):
-        tracking.download_registered_bundle(f"models:/{tracking.GENERATOR_MODEL}/2", partner_uri=f"models:/{tracking.EXTRACTOR_MODEL}/1")
+        tracking.download_registered_bundle(
+            f"models:/{tracking.GENERATOR_MODEL}/2", partner_uri=f"models:/{tracking.EXTRACTOR_MODEL}/1"
+        )
     mlc = tracking.client()
-    mlc.set_model_version_tag(tracking.GENERATOR_MODEL, "2", "partner", f"{tracking.EXTRACTOR_MODEL}/1")  # a forged link
+    mlc.set_model_version_tag(
+        tracking.GENERATOR_MODEL, "2", "partner", f"{tracking.EXTRACTOR_MODEL}/1"
+    )  # a forged link
     try:
         with pytest.raises(GenprintError, match="not trained together"):
             resolve_model(f"models:/{tracking.GENERATOR_MODEL}/2")
@@ -122,7 +134,9 @@ def test_corrupted_registered_artifact_is_refused(registered, mlflow_env, tmp_pa
     mlc = tracking.client()
     ext = mlc.get_model_version(tracking.EXTRACTOR_MODEL, "2")
     model_id = ext.tags["model_id"]
-    [stored] = list((mlflow_env / "artifacts").rglob(f"registered/{model_id}/{tracking.EXTRACTOR_MODEL}/extractor.safetensors"))
+    [stored] = list(
+        (mlflow_env / "artifacts").rglob(f"registered/{model_id}/{tracking.EXTRACTOR_MODEL}/extractor.safetensors")
+    )
     original = stored.read_bytes()
     stored.write_bytes(original[:-4] + b"\0\0\0\0")
     try:
@@ -146,11 +160,18 @@ def test_models_cli(registered, capsys):
     assert cli_main(["models", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[:3] for line in lines] == [
-        ["genprint-generator", "v1", "production"], ["genprint-generator", "v2", "candidate"],
-        ["genprint-extractor", "v1", "production"], ["genprint-extractor", "v2", "candidate"]]
+        ["genprint-generator", "v1", "production"],
+        ["genprint-generator", "v2", "candidate"],
+        ["genprint-extractor", "v1", "production"],
+        ["genprint-extractor", "v2", "candidate"],
+    ]
     assert cli_main(["models", "show", "models:/genprint-generator@candidate"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["version"] == "2" and info["partner"] == "genprint-extractor/2" and info["metrics"]["bit_acc"] == pytest.approx(0.8)
+    assert (
+        info["version"] == "2"
+        and info["partner"] == "genprint-extractor/2"
+        and info["metrics"]["bit_acc"] == pytest.approx(0.8)
+    )
     assert cli_main(["models", "show", "models:/genprint-generator/77"]) == 2
     assert "not found" in capsys.readouterr().err
     assert cli_main(["models", "fetch", "models:/genprint-extractor@candidate"]) == 0

@@ -61,8 +61,14 @@ def test_decoder_is_frozen_unless_its_learning_rate_is_set(photos):
 
 def test_learning_rates_follow_their_schedules(photos):
     """`lr` is a schedule like `decoder_lr` (a cool-down at the end of a run); one held at 0 moves nothing."""
-    cfg = load_config("tiny", {"holdout": 0.0, "lr": {"start": 1e-2, "end": 0.0, "begin": 0, "finish": 2},
-                               "decoder_lr": {"start": 0.0, "end": 1e-4, "begin": 0, "finish": 2}})
+    cfg = load_config(
+        "tiny",
+        {
+            "holdout": 0.0,
+            "lr": {"start": 1e-2, "end": 0.0, "begin": 0, "finish": 2},
+            "decoder_lr": {"start": 0.0, "end": 1e-4, "begin": 0, "finish": 2},
+        },
+    )
     trainer = Trainer(cfg, photos=photos)
 
     def mapping():
@@ -74,7 +80,11 @@ def test_learning_rates_follow_their_schedules(photos):
         trainer.train_step()
         groups = {g["name"]: g["lr"] for g in trainer.optimizer.param_groups}
         seen.append((groups["fingerprint"], groups["decoder"], not torch.equal(before, mapping())))
-    assert seen == [(pytest.approx(1e-2), 0.0, True), (pytest.approx(5e-3), pytest.approx(5e-5), True), (0.0, pytest.approx(1e-4), False)]
+    assert seen == [
+        (pytest.approx(1e-2), 0.0, True),
+        (pytest.approx(5e-3), pytest.approx(5e-5), True),
+        (0.0, pytest.approx(1e-4), False),
+    ]
 
 
 def test_quality_loss_pulls_the_decoder_back_to_the_original(photos):
@@ -98,11 +108,12 @@ def test_complementary_pairs_decode_each_crop_with_a_code_and_its_complement(pho
         def forward(latents, bits, attack=None):
             seen.append((latents.clone(), bits.clone()))
             return model(latents, bits, attack=attack)
+
         return forward
 
     trainer.wrap(spy)
     trainer.train_step()
-    (latents, bits), = seen
+    ((latents, bits),) = seen
     half = len(bits) // 2
     assert torch.equal(latents[:half], latents[half:]) and not torch.equal(latents[0], latents[1])
     assert torch.equal(bits[half:], 1 - bits[:half])
@@ -133,18 +144,28 @@ def test_ramps():
 
 def test_schedules_chain_ramps_and_survive_a_round_trip():
     """In, hold, down: a quality weight ramped in, then lowered at the end of a run."""
-    ramps = [{"start": 0.0, "end": 100.0, "begin": 100, "finish": 200}, {"start": 100.0, "end": 20.0, "begin": 500, "finish": 600}]
+    ramps = [
+        {"start": 0.0, "end": 100.0, "begin": 100, "finish": 200},
+        {"start": 100.0, "end": 20.0, "begin": 500, "finish": 600},
+    ]
     cfg = load_config("tiny", {"quality_weight": ramps, "lr": 0.01})
     steps = (0, 150, 300, 500, 550, 600, 10_000)
     assert [cfg.quality_weight.at(s) for s in steps] == [0.0, 50.0, 100.0, 100.0, 60.0, 20.0, 20.0]
     assert cfg.quality_weight.peak() == 100.0 and cfg.lr.at(123) == 0.01
-    again = TrainConfig(**cfg.to_dict())   # how Ray Train's workers and bundles carry the config
+    again = TrainConfig(**cfg.to_dict())  # how Ray Train's workers and bundles carry the config
     assert again.to_dict() == cfg.to_dict() and again.to_dict()["quality_weight"] == ramps
     assert again.quality_weight.at(550) == 60.0
     assert cfg.cut_short(600) == [] and cfg.cut_short(550) == ["quality_weight (60 of 20)"]
-    cooling = load_config("tiny", {"lr": {"start": 3e-3, "end": 3e-4, "begin": 4500, "finish": 5250}, "decoder_lr": 1e-4})
+    cooling = load_config(
+        "tiny", {"lr": {"start": 3e-3, "end": 3e-4, "begin": 4500, "finish": 5250}, "decoder_lr": 1e-4}
+    )
     assert cooling.cut_short(5000) == ["lr (0.0012 of 0.0003)"] and cooling.cut_short(5250) == []
-    assert Schedule.parse({"start": 1, "end": 2, "begin": 3, "finish": 4}, "x").to_config() == {"start": 1, "end": 2, "begin": 3, "finish": 4}
+    assert Schedule.parse({"start": 1, "end": 2, "begin": 3, "finish": 4}, "x").to_config() == {
+        "start": 1,
+        "end": 2,
+        "begin": 3,
+        "finish": 4,
+    }
     with pytest.raises(GenprintError, match="step order"):
         load_config("tiny", {"quality_weight": list(reversed(ramps))})
     with pytest.raises(GenprintError, match="a ramp takes start, end, begin, finish"):
@@ -156,8 +177,24 @@ def test_schedules_chain_ramps_and_survive_a_round_trip():
 
 def test_training_attacks_keep_shape_and_gradients():
     x = torch.rand(6, 3, 64, 64, requires_grad=True)
-    attacks = TrainAttacks({name: {"p": 1.0} for name in ("crop", "resize", "rotation", "blur", "noise", "brightness",
-                                                            "contrast", "saturation", "jpeg", "erasing")}, max_per_sample=3)
+    attacks = TrainAttacks(
+        {
+            name: {"p": 1.0}
+            for name in (
+                "crop",
+                "resize",
+                "rotation",
+                "blur",
+                "noise",
+                "brightness",
+                "contrast",
+                "saturation",
+                "jpeg",
+                "erasing",
+            )
+        },
+        max_per_sample=3,
+    )
     y = attacks(x)
     assert y.shape == x.shape
     y.sum().backward()
@@ -165,7 +202,7 @@ def test_training_attacks_keep_shape_and_gradients():
 
 
 def test_jpeg_approximation_tracks_real_jpeg():
-    from genprint.data import resolve_photos, load_rgb
+    from genprint.data import load_rgb, resolve_photos
 
     x = load_rgb(resolve_photos(None)[0], 8)[:, :128, :128]
     real = from_pil(jpeg(50)(__import__("genprint.attacks.suite", fromlist=["to_pil"]).to_pil(x), None))
@@ -177,8 +214,20 @@ def test_jpeg_approximation_tracks_real_jpeg():
 
 def test_evaluation_suites_cover_the_issue():
     names = {a.name for a in attack_suite()}
-    for needed in ("crop_keep_10pct", "resize_50pct", "rotation_25", "jpeg_50", "sharpness_2.0", "jpeg80_brightness1.5_crop50",
-                   "crop_pad_10pct", "rotation_30", "blur_k7", "noise_0.2", "erasing_0.2", "combined_level5"):
+    for needed in (
+        "crop_keep_10pct",
+        "resize_50pct",
+        "rotation_25",
+        "jpeg_50",
+        "sharpness_2.0",
+        "jpeg80_brightness1.5_crop50",
+        "crop_pad_10pct",
+        "rotation_30",
+        "blur_k7",
+        "noise_0.2",
+        "erasing_0.2",
+        "combined_level5",
+    ):
         assert needed in names
     x = torch.rand(3, 96, 96)
     for attack in attack_suite():
@@ -186,15 +235,20 @@ def test_evaluation_suites_cover_the_issue():
         assert y.shape[0] == 3 and min(y.shape[1:]) >= 64 and 0 <= y.min() and y.max() <= 1
 
 
-@pytest.mark.parametrize("extractor", [{"width": 16, "depth": 4, "downsamples": 2, "highpass": True},
-                                       {"width": 16, "depth": 4, "downsamples": 2, "highpass": True, "residual": True},
-                                       {"highpass": True, "margin": 8, "stages": [[8, 1], [16, 2]]}],
-                         ids=["highpass", "residual", "stages-margin"])
+@pytest.mark.parametrize(
+    "extractor",
+    [
+        {"width": 16, "depth": 4, "downsamples": 2, "highpass": True},
+        {"width": 16, "depth": 4, "downsamples": 2, "highpass": True, "residual": True},
+        {"highpass": True, "margin": 8, "stages": [[8, 1], [16, 2]]},
+    ],
+    ids=["highpass", "residual", "stages-margin"],
+)
 def test_highpass_extractor_trains_and_round_trips_through_a_bundle(photos, tmp_path, extractor):
     """Also through ONNX: the residual reader re-renders images inside the exported graph, at any size; the margin is
     cut from each input's own size."""
-    from genprint.attribution import ExtractorRuntime, export_extractor
     from genprint.bundle import load_bundle
+    from genprint.readers import ExtractorRuntime, export_extractor
 
     residual = extractor.get("residual", False)
     trainer = Trainer(load_config("tiny", {"holdout": 0.0, "extractor": extractor}), photos=photos)
@@ -213,7 +267,12 @@ def test_highpass_extractor_trains_and_round_trips_through_a_bundle(photos, tmp_
     assert torch.equal(loaded.extractor.highpass_kernels, trainer.model.extractor.highpass_kernels)
     runtime = ExtractorRuntime(export_extractor(loaded.extractor, tmp_path / "extractor.onnx"))
     np.testing.assert_allclose(runtime.logits(images), expected.numpy(), atol=1e-4, rtol=0)
-    np.testing.assert_allclose(runtime.logits(images[:1, :, :64, :72]), loaded.extract(images[:1, :, :64, :72]).detach().numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(
+        runtime.logits(images[:1, :, :64, :72]),
+        loaded.extract(images[:1, :, :64, :72]).detach().numpy(),
+        atol=1e-4,
+        rtol=0,
+    )
 
 
 def test_residual_extractor_needs_its_reference():
@@ -229,7 +288,9 @@ def test_extractor_margin_ignores_the_borders_and_keeps_small_images_readable():
     extractor.attach_reference(lambda x: 0.5 * x, 8)
     images = torch.rand(2, 3, 128, 112)
     framed = images.clone()
-    framed[..., :16, :] = framed[..., -16:, :] = framed[..., :, :16] = framed[..., :, -16:] = 0  # a crop-and-pad attack's black frame
+    framed[..., :16, :] = framed[..., -16:, :] = framed[..., :, :16] = framed[..., :, -16:] = (
+        0  # a crop-and-pad attack's black frame
+    )
     inside = images.clone()
     inside[..., 40:50, 40:50] = 1
     with torch.no_grad():
@@ -257,7 +318,8 @@ def test_smoke_training_raises_bit_accuracy_well_above_chance():
     trainer = Trainer(cfg)
     trainer.run(progress=False)
     accuracy, quality = crop_metrics(trainer.model, *held_out_crops(trainer.model, cfg, samples=128, seed=1))
-    # 128 x 48 bits: chance is 0.5 +- 0.0064, so 0.57 is eleven standard deviations above it (measured: 0.604 at 33.7 dB).
+    # 128 x 48 bits: chance is 0.5 +- 0.0064, so 0.57 is eleven standard deviations above it (measured: 0.604 at
+    # 33.7 dB).
     assert accuracy >= 0.57, accuracy
     assert quality >= 32.0, quality
 
@@ -267,15 +329,24 @@ def test_smoke_training_raises_bit_accuracy_well_above_chance():
     with torch.no_grad():
         marked = model.decode(model.encode(photos), bits)
     read = InversionReader(model, steps=50).bits(marked)
-    assert (read == bits).mean() >= 0.9, (read == bits).mean()  # measured with `genprint eval --reader inversion`: docs/results.md
+    assert (read == bits).mean() >= 0.9, (
+        read == bits
+    ).mean()  # measured with `genprint eval --reader inversion`: docs/results.md
 
 
 def test_curriculum_advances_only_while_the_stream_reads_above_its_gate():
     from genprint.curriculum import Curriculum, CurriculumConfig
 
-    config = CurriculumConfig.parse({"smoothing": 1, "psnr": [20, 30], "weight_rate": 0.1,
-                                     "quality": {"gate": 0.8, "steps": 4}, "attacks": {"gate": 0.9, "steps": 2},
-                                     "cooldown": {"steps": 2}})
+    config = CurriculumConfig.parse(
+        {
+            "smoothing": 1,
+            "psnr": [20, 30],
+            "weight_rate": 0.1,
+            "quality": {"gate": 0.8, "steps": 4},
+            "attacks": {"gate": 0.9, "steps": 2},
+            "cooldown": {"steps": 2},
+        }
+    )
     c = Curriculum(config)
     for step in range(1, 4):
         c.update(0.7, 25.0, step)  # under the gate: nothing moves
@@ -312,9 +383,14 @@ def test_bad_curricula_and_precisions_are_refused():
         Trainer(load_config("tiny", {"decoder_lr": 1e-4, "decoder_frozen": ["no.such.*"]}))
 
 
-@pytest.mark.parametrize("overrides", [{"reference_reuse": 2, "precision": "bf16"},
-                                       {"curriculum": {"quality": {"gate": 0.0, "steps": 2}}, "validate_every": 2}],
-                         ids=["pooled-targets-bf16", "curriculum"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"reference_reuse": 2, "precision": "bf16", "crop": [64, 96]},
+        {"curriculum": {"quality": {"gate": 0.0, "steps": 2}}, "validate_every": 2},
+    ],
+    ids=["pooled-targets-bf16", "curriculum"],
+)
 def test_resume_reproduces_an_uninterrupted_run_with_pooled_targets_and_a_curriculum(photos, tmp_path, overrides):
     """The target pool and the curriculum are state: a resumed run continues both exactly."""
     cfg = load_config("tiny", {"holdout": 0.5, "complementary_pairs": True, **overrides})
@@ -331,22 +407,49 @@ def test_resume_reproduces_an_uninterrupted_run_with_pooled_targets_and_a_curric
 
 
 def test_target_pool_reuses_each_reference_decode(photos):
-    trainer = Trainer(load_config("tiny", {"holdout": 0.0, "batch_size": 4, "reference_reuse": 2, "precision": "fp32"}), photos=photos)
+    trainer = Trainer(
+        load_config("tiny", {"holdout": 0.0, "batch_size": 4, "reference_reuse": 2, "precision": "fp32"}), photos=photos
+    )
     decoded = []
-    render = trainer.targets.reference
-    trainer.targets.reference = lambda latents: decoded.append(len(latents)) or render(latents)
-    latents, images = trainer.targets.sample(4)
+    pool = trainer.targets[64]
+    render = pool.reference
+    pool.reference = lambda latents: decoded.append(len(latents)) or render(latents)
+    latents, images = pool.sample(4)
     assert decoded == [64, 2]  # the pool (4 x 2 x 8) once, then batch / reuse fresh windows a step
     with torch.no_grad():
         assert torch.allclose(images, trainer.model.decode_reference(latents), atol=1e-5)
-    trainer.targets.sample(4)
+    pool.sample(4)
     assert decoded == [64, 2, 2]
 
 
 def test_frozen_decoder_layers_stay_put(photos):
-    trainer = Trainer(load_config("tiny", {"holdout": 0.0, "decoder_lr": 1e-3, "decoder_frozen": ["18.*", "19"]}), photos=photos)
+    trainer = Trainer(
+        load_config("tiny", {"holdout": 0.0, "decoder_lr": 1e-3, "decoder_frozen": ["18.*", "19"]}), photos=photos
+    )
     before = {k: v.clone() for k, v in trainer.model.decoder.state_dict().items()}
     trainer.run(steps=2, progress=False)
     after = trainer.model.decoder.state_dict()
     moved = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
     assert moved and not moved & {"18", "19"}
+
+
+def test_several_crop_sizes_share_a_step_budget(photos):
+    """A list of crops: each step trains at one size, with as many pixels as the first size's batch."""
+    cfg = load_config("tiny", {"holdout": 0.0, "batch_size": 16, "complementary_pairs": True, "crop": [64, 128, 256]})
+    assert [cfg.batch_for(c) for c in cfg.crops] == [16, 4, 2]  # at least one complementary pair
+    trainer = Trainer(cfg, photos=photos)
+    seen = []
+
+    def spy(model):
+        def forward(latents, bits, attack=None):
+            seen.append(tuple(latents.shape[-2:]))
+            return model(latents, bits, attack=attack)
+
+        return forward
+
+    trainer.wrap(spy)
+    for _ in range(8):
+        trainer.train_step()
+    assert set(seen) == {(8, 8), (16, 16), (32, 32)}
+    with pytest.raises(GenprintError, match="multiple of 8"):
+        load_config("tiny", {"crop": [64, 100]})

@@ -13,7 +13,7 @@ def gaussian_blur(x: torch.Tensor, kernel: int, sigma: float | None = None) -> t
         return x
     sigma = sigma or 0.3 * ((kernel - 1) * 0.5 - 1) + 0.8  # OpenCV's default for a kernel size
     r = torch.arange(kernel, dtype=x.dtype, device=x.device) - (kernel - 1) / 2
-    g = torch.exp(-(r ** 2) / (2 * sigma ** 2))
+    g = torch.exp(-(r**2) / (2 * sigma**2))
     g = g / g.sum()
     c = x.shape[1]
     x = F.pad(x, (kernel // 2,) * 4, mode="reflect")
@@ -37,7 +37,7 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def grey(x: torch.Tensor) -> torch.Tensor:
-    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+    return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
 
 
 def adjust_contrast(x: torch.Tensor, factor) -> torch.Tensor:
@@ -59,12 +59,79 @@ def _per_sample(v, x: torch.Tensor) -> torch.Tensor:
 
 
 # --- differentiable JPEG approximation: real 8x8 DCT + quantisation, with a soft rounding ---
-_LUMA = torch.tensor([
-    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
-    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
-    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], dtype=torch.float32).view(8, 8)
+_LUMA = torch.tensor(
+    [
+        16,
+        11,
+        10,
+        16,
+        24,
+        40,
+        51,
+        61,
+        12,
+        12,
+        14,
+        19,
+        26,
+        58,
+        60,
+        55,
+        14,
+        13,
+        16,
+        24,
+        40,
+        57,
+        69,
+        56,
+        14,
+        17,
+        22,
+        29,
+        51,
+        87,
+        80,
+        62,
+        18,
+        22,
+        37,
+        56,
+        68,
+        109,
+        103,
+        77,
+        24,
+        35,
+        55,
+        64,
+        81,
+        104,
+        113,
+        92,
+        49,
+        64,
+        78,
+        87,
+        103,
+        121,
+        120,
+        101,
+        72,
+        92,
+        95,
+        98,
+        112,
+        100,
+        103,
+        99,
+    ],
+    dtype=torch.float32,
+).view(8, 8)
 _CHROMA = torch.full((8, 8), 99.0)
-_CHROMA[:4, :4] = torch.tensor([[17, 18, 24, 47], [18, 21, 26, 66], [24, 26, 56, 99], [47, 66, 99, 99]], dtype=torch.float32)
+_CHROMA[:4, :4] = torch.tensor(
+    [[17, 18, 24, 47], [18, 21, 26, 66], [24, 26, 56, 99], [47, 66, 99, 99]], dtype=torch.float32
+)
 
 
 def _dct_matrix(device, dtype) -> torch.Tensor:
@@ -90,9 +157,17 @@ def jpeg_approx(x: torch.Tensor, quality: float) -> torch.Tensor:
     ph, pw = (-h) % 8, (-w) % 8
     y = F.pad(x, (0, pw, 0, ph), mode="replicate") * 255
     r, g, bl = y[:, 0], y[:, 1], y[:, 2]
-    ycc = torch.stack([0.299 * r + 0.587 * g + 0.114 * bl,
-                       -0.168736 * r - 0.331264 * g + 0.5 * bl + 128,
-                       0.5 * r - 0.418688 * g - 0.081312 * bl + 128], 1) - 128
+    ycc = (
+        torch.stack(
+            [
+                0.299 * r + 0.587 * g + 0.114 * bl,
+                -0.168736 * r - 0.331264 * g + 0.5 * bl + 128,
+                0.5 * r - 0.418688 * g - 0.081312 * bl + 128,
+            ],
+            1,
+        )
+        - 128
+    )
     H, W = ycc.shape[-2:]
     blocks = ycc.view(b, 3, H // 8, 8, W // 8, 8).permute(0, 1, 2, 4, 3, 5)
     d = _dct_matrix(x.device, x.dtype)

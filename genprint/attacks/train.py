@@ -23,9 +23,9 @@ def _lerp(lo: float, hi: float, t: float) -> float:
 def _crop(x, r, s):  # keep a random window of `area` fraction, resized back
     area = _lerp(1.0, r.uniform(*s["area"]), 1)
     h, w = x.shape[-2:]
-    ch, cw = max(8, round(h * area ** 0.5)), max(8, round(w * area ** 0.5))
+    ch, cw = max(8, round(h * area**0.5)), max(8, round(w * area**0.5))
     i, j = r.randint(0, h - ch), r.randint(0, w - cw)
-    return ops.resize(x[..., i:i + ch, j:j + cw], (h, w))
+    return ops.resize(x[..., i : i + ch, j : j + cw], (h, w))
 
 
 def _resize(x, r, s):
@@ -41,7 +41,10 @@ ATTACKS = {
     "rotation": (lambda x, r, s: ops.rotate(x, r.uniform(-1, 1) * r.uniform(*s["degrees"])), {"degrees": (0.0, 30.0)}),
     "blur": (lambda x, r, s: ops.gaussian_blur(x, r.choice(s["kernels"])), {"kernels": (3, 5, 7)}),
     "noise": (lambda x, r, s: (x + torch.randn_like(x) * r.uniform(*s["std"])).clamp(0, 1), {"std": (0.0, 0.1)}),
-    "brightness": (lambda x, r, s: ops.adjust_brightness(x, 1 + r.uniform(-1, 1) * r.uniform(*s["delta"])), {"delta": (0.0, 0.3)}),
+    "brightness": (
+        lambda x, r, s: ops.adjust_brightness(x, 1 + r.uniform(-1, 1) * r.uniform(*s["delta"])),
+        {"delta": (0.0, 0.3)},
+    ),
     "contrast": (lambda x, r, s: ops.adjust_contrast(x, r.uniform(*s["factor"])), {"factor": (0.5, 2.0)}),
     "saturation": (lambda x, r, s: ops.adjust_saturation(x, r.uniform(*s["factor"])), {"factor": (0.5, 2.0)}),
     "jpeg": (lambda x, r, s: ops.jpeg_approx(x, r.uniform(*s["quality"])), {"quality": (50.0, 95.0)}),
@@ -52,10 +55,10 @@ ATTACKS = {
 def _erase(x, r, s):
     h, w = x.shape[-2:]
     a = r.uniform(*s["area"])
-    eh, ew = max(1, round(h * a ** 0.5)), max(1, round(w * a ** 0.5))
+    eh, ew = max(1, round(h * a**0.5)), max(1, round(w * a**0.5))
     i, j = r.randint(0, h - eh), r.randint(0, w - ew)
     mask = torch.ones_like(x)
-    mask[..., i:i + eh, j:j + ew] = 0
+    mask[..., i : i + eh, j : j + ew] = 0
     return x * mask + (1 - mask) * r.random()
 
 
@@ -97,12 +100,15 @@ class TrainAttacks:
             return images
         out = []
         for i in range(images.shape[0]):
-            x = images[i:i + 1]
+            x = images[i : i + 1]
             names = [n for n, c in self.config.items() if self.rng.random() < c.get("p", 0.0)]
             self.rng.shuffle(names)
             for name in names[: self.max_per_sample]:
                 fn, defaults = ATTACKS[name]
-                params = {**defaults, **{k: tuple(v) if isinstance(v, list) else v for k, v in self.config[name].items() if k != "p"}}
+                params = {
+                    **defaults,
+                    **{k: tuple(v) if isinstance(v, list) else v for k, v in self.config[name].items() if k != "p"},
+                }
                 x = fn(x, self.rng, _shrink(params, strength))
             out.append(x)
         return torch.cat(out)

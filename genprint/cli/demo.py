@@ -1,9 +1,9 @@
 """`genprint demo`: the whole story on this machine in one command.
 
-Starts local Ray Serve with a SQLite registry, creates two tenants (and a moderator), registers users, generates an
-image per user through HTTP (from encoded photos by default: no text-to-image model can be had offline), attacks some
-(JPEG, crop), attributes every version through HTTP (by default with the inversion reader), prints a table, writes the
-images and a figure, and shuts everything down."""
+Starts local Ray Serve with genprint's shipped bundle (or --model) and a SQLite registry, creates two tenants (and a
+moderator), registers users, generates an image per user through HTTP (from encoded photos by default: no
+text-to-image model can be had offline), attacks some (JPEG, crop), attributes every version through HTTP with the
+high-rate CNN reader, prints a table, writes the images and a figure, and shuts everything down."""
 
 from __future__ import annotations
 
@@ -13,48 +13,36 @@ PROMPTS = ["a lighthouse at dusk", "a bowl of ramen", "a red fox in snow", "a ci
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="end-to-end demo: serve, generate per user over HTTP, attack, attribute, report",
-                              description=__doc__)
-    p.add_argument("--model", help="a bundle directory (default: train one with the `smoke` config first)")
-    p.add_argument("--out", default="genprint-demo", help="folder for the registry, bundle, images and figure")
-    p.add_argument("--config", default="smoke", help="training config when no --model is given")
-    p.add_argument("--steps", type=int, help="override the training config's step count")
+    from genprint.cli.options import add_model_option
+    from genprint.inversion import STEPS
+    from genprint.readers import READERS
+
+    p = subparsers.add_parser(
+        "demo",
+        help="end-to-end demo: serve, generate per user over HTTP, attack, attribute, report",
+        description=__doc__,
+    )
+    add_model_option(p)
+    p.add_argument("--out", default="genprint-demo", help="folder for the registry, images and figure")
     p.add_argument("--image-size", type=int, default=256)
-    p.add_argument("--pipeline", default="photos",
-                   help="what makes the latents (serving setting `pipeline`): 'photos', encoded photos standing in for a "
-                        "text-to-image model (none can be had offline); 'tiny', an untrained diffusion pipeline whose "
-                        "textures are unlike any photo; or a diffusers folder")
+    p.add_argument(
+        "--pipeline",
+        default="photos",
+        help="what makes the latents (serving setting `pipeline`): 'photos', encoded photos standing in for a "
+        "text-to-image model (none can be had offline); 'tiny', an untrained diffusion pipeline whose "
+        "textures are unlike any photo; or a diffusers folder",
+    )
     p.add_argument("--diffusion-steps", type=int, default=4)
     p.add_argument("--port", type=int, default=0, help="HTTP port (0: a free one)")
-    p.add_argument("--reader", choices=["cnn", "inversion"], default="inversion",
-                   help="attribution's reader (serving setting `reader`): inversion fits each image through the decoder, "
-                        "a decoder pass per step (about 50 s an image at 256 px on 2 CPU cores; the demo reads 15); "
-                        "cnn, the high-rate ONNX extractor, reads too few of the `smoke` bundle's bits to attribute")
-    p.add_argument("--inversion-steps", type=int, default=50, help="the inversion reader's fitting steps per image "
-                                                                     "(50, as the README's evaluations read)")
+    p.add_argument(
+        "--reader",
+        choices=READERS,
+        default="cnn",
+        help="attribution's reader (serving setting `reader`): cnn, the high-rate ONNX extractor; inversion fits "
+        "each image through the decoder, a decoder pass per step (tens of seconds an image on 2 CPU cores)",
+    )
+    p.add_argument("--inversion-steps", type=int, default=STEPS, help="the inversion reader's fitting steps per image")
     p.set_defaults(func=run)
-
-
-def train_bundle(args, out):
-    """A bundle from the training config, tracked in a local SQLite MLflow when issue 4's tracking module is there."""
-    from genprint.config import load_config
-    from genprint.training import Trainer
-
-    config = load_config(args.config, {"steps": args.steps} if args.steps else None)
-    print(f"training a bundle with the {config.name!r} config ({config.steps} steps) ...")
-    trainer = Trainer(config)
-    summary = trainer.run(checkpoint_dir=out / "checkpoints", progress=True)
-    bundle = trainer.save_bundle(out / "bundle", metrics={"final_window": summary, "steps": trainer.step})
-    try:
-        from pipelines.tracking import RunTracker
-    except ImportError:
-        return bundle
-    tracker = RunTracker.start("genprint-demo", config.to_dict(), uri=f"sqlite:///{(out / 'mlflow.db').resolve()}")
-    tracker.log_metrics({k: float(v) for k, v in summary.items() if isinstance(v, (int, float))}, step=trainer.step)
-    versions = tracker.register_bundle(bundle, alias="candidate")
-    tracker.finish()
-    print(f"tracked in MLflow ({out / 'mlflow.db'}): {versions}")
-    return bundle
 
 
 def attacks(png: bytes) -> dict[str, bytes]:
@@ -87,6 +75,7 @@ def run(args) -> int:
 
     from genprint.bundle import read_config
     from genprint.cli import console as cli_console
+    from genprint.cli.options import model_dir
     from genprint.fingerprint import Decision
     from genprint.registry import Registry
     from serving.local import LocalServe
@@ -95,7 +84,7 @@ def run(args) -> int:
     console = cli_console()
     out = Path(args.out)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    bundle = Path(args.model) if args.model else train_bundle(args, out)
+    bundle = model_dir(args)
     config = read_config(bundle)
     model_id, nbits = config["model_id"], config["nbits"]
 
@@ -110,24 +99,40 @@ def run(args) -> int:
             registry.register_users(t, model_id, nbits, names=users)
     console.print(f"registry {db}: tenants {list(keys)}; users {TENANTS}")
 
-    settings = ServeSettings.load({"model": str(bundle.resolve()), "registry_url": registry_url, "image_size": args.image_size,
-                                   "steps": args.diffusion_steps, "pipeline": args.pipeline, "moderator_tenants": [MODERATOR], "reader": args.reader,
-                                   "inversion_steps": args.inversion_steps})
+    settings = ServeSettings.load(
+        {
+            "model": str(bundle.resolve()),
+            "registry_url": registry_url,
+            "image_size": args.image_size,
+            "steps": args.diffusion_steps,
+            "pipeline": args.pipeline,
+            "moderator_tenants": [MODERATOR],
+            "reader": args.reader,
+            "inversion_steps": args.inversion_steps,
+        }
+    )
     rows = []
     with console.status("starting local Ray Serve ..."):
         stack = LocalServe(settings, port=args.port).start()
     try:
         console.print(f"serving at {stack.url} (docs {stack.url}/docs), model {model_id}")
         with httpx.Client(base_url=stack.url, timeout=300) as client:
+
             def generate(i_user):
                 i, (tenant, user) = i_user
-                r = client.post("/v1/generate", headers={"X-API-Key": keys[tenant]},
-                                json={"tenant": tenant, "user": user, "prompt": PROMPTS[i % len(PROMPTS)], "seed": 1000 + i})
+                r = client.post(
+                    "/v1/generate",
+                    headers={"X-API-Key": keys[tenant]},
+                    json={"tenant": tenant, "user": user, "prompt": PROMPTS[i % len(PROMPTS)], "seed": 1000 + i},
+                )
                 r.raise_for_status()
                 return tenant, user, r.json()
 
             pairs = [(t, u) for t, users in TENANTS.items() for u in users]
-            with console.status(f"generating {len(pairs)} images over HTTP (batched across users) ..."), cf.ThreadPoolExecutor(8) as pool:
+            with (
+                console.status(f"generating {len(pairs)} images over HTTP (batched across users) ..."),
+                cf.ThreadPoolExecutor(8) as pool,
+            ):
                 generated = list(pool.map(generate, enumerate(pairs)))
             queries = []
             for tenant, user, body in generated:
@@ -136,12 +141,28 @@ def run(args) -> int:
                     name = f"{tenant}-{user}-{attack}.{'jpg' if attack.startswith('jpeg') else 'png'}"
                     (out / "images" / name).write_bytes(data)
                     queries += [(tenant, user, attack, name, data, caller) for caller in (tenant, MODERATOR)]
-            for tenant, user, attack, name, data, caller in track(queries, console=console,
-                                                                  description=f"attributing with the {args.reader} reader"):
-                r = client.post("/v1/attribute", content=data, headers={"X-API-Key": keys[caller],
-                                                                       "Content-Type": "image/jpeg" if "jpeg" in name else "image/png"})
+            for tenant, user, attack, name, data, caller in track(
+                queries, console=console, description=f"attributing with the {args.reader} reader"
+            ):
+                r = client.post(
+                    "/v1/attribute",
+                    content=data,
+                    headers={
+                        "X-API-Key": keys[caller],
+                        "Content-Type": "image/jpeg" if "jpeg" in name else "image/png",
+                    },
+                )
                 r.raise_for_status()
-                rows.append({"image": name, "true_tenant": tenant, "true_user": user, "attack": attack, "caller": caller, **r.json()})
+                rows.append(
+                    {
+                        "image": name,
+                        "true_tenant": tenant,
+                        "true_user": user,
+                        "attack": attack,
+                        "caller": caller,
+                        **r.json(),
+                    }
+                )
     finally:
         with console.status("shutting down Ray Serve ..."):
             stack.stop()
@@ -151,15 +172,21 @@ def run(args) -> int:
     for col in ("caller", "attributed to", "distance", "p-value", "correct"):
         table.add_column(col)
     for r in rows:
-        correct = r["correct"] = bool(r["attributed"] and (r["tenant"], r["user"]) == (r["true_tenant"], r["true_user"]))
+        correct = r["correct"] = bool(
+            r["attributed"] and (r["tenant"], r["user"]) == (r["true_tenant"], r["true_user"])
+        )
         who = f"{r['tenant']}/{r['user']}" if r["attributed"] else f"[dim]not attributed (nearest {r['user']})[/dim]"
         p = f"{r['p_value']:.1e}" if r["p_value"] is not None else "-"
-        table.add_row(r["image"], r["caller"], who, str(r["distance"]), p, "[green]yes[/green]" if correct else "[red]no[/red]")
+        table.add_row(
+            r["image"], r["caller"], who, str(r["distance"]), p, "[green]yes[/green]" if correct else "[red]no[/red]"
+        )
     console.print(table)
     (out / "attribution.json").write_text(json.dumps(rows, indent=2))
     plot(rows, out, nbits, Decision(nbits, sum(map(len, TENANTS.values())), settings.fpr).max_distance)
-    summary = {a: sum(r["correct"] for r in rows if r["attack"] == a) / max(1, sum(r["attack"] == a for r in rows))
-               for a in ("clean", "jpeg75", "crop75")}
+    summary = {
+        a: sum(r["correct"] for r in rows if r["attack"] == a) / max(1, sum(r["attack"] == a for r in rows))
+        for a in ("clean", "jpeg75", "crop75")
+    }
     console.print("correctly attributed: " + ", ".join(f"{a} {v:.0%}" for a, v in summary.items()))
     console.print(f"wrote {out / 'images'}, {out / 'attribution.json'}, {out / 'demo.png'}")
     return 0

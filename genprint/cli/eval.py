@@ -1,39 +1,41 @@
 """genprint eval: quality, bit and attribution accuracy (clean and per attack), false positives, plots."""
 
+from genprint.cli.options import add_model_option, add_reader_options
+
 
 def add_parser(sub) -> None:
+    from genprint.evaluation import EvalSettings
+
+    d = EvalSettings()
     p = sub.add_parser("eval", help="evaluate a bundle on held-out photos; writes report.json and plots")
-    p.add_argument("--model", required=True, help="bundle directory")
+    add_model_option(p)
     p.add_argument("--data", help="photo folder (default: shared photos); the bundle's held-out split is used")
-    p.add_argument("--users", type=int, default=10_000, help="registered users to attribute against")
+    p.add_argument("--users", type=int, default=d.users, help="registered users to attribute against")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--fpr", type=float, default=1e-6, help="false-positive rate per query for the decision")
-    p.add_argument("--size", type=int, default=256, help="centre-crop size of the evaluation images")
-    p.add_argument("--samples-per-photo", type=int, default=2)
-    p.add_argument("--photos", type=int, help="only the first N held-out photos (default: all; for the slow inversion reader)")
+    p.add_argument("--fpr", type=float, default=d.fpr, help="false-positive rate per query for the decision")
+    p.add_argument("--size", type=int, default=d.size, help="centre-crop size of the evaluation images")
+    p.add_argument("--samples-per-photo", type=int, default=d.samples_per_photo)
+    p.add_argument(
+        "--photos", type=int, help="only the first N held-out photos (default: all; for the slow inversion reader)"
+    )
     p.add_argument("--holdout", type=float, help="override the held-out fraction (0: evaluate on every photo)")
-    p.add_argument("--suites", default="wouaf,stable_signature", help="attack suites, comma separated")
-    p.add_argument("--attacks", help="only these attacks of the suites, comma separated (default: all; "
-                                     "none: clean images and false positives only)")
+    p.add_argument("--suites", default=",".join(d.suites), help="attack suites, comma separated")
+    p.add_argument(
+        "--attacks",
+        help="only these attacks of the suites, comma separated (default: all; "
+        "none: clean images and false positives only)",
+    )
     add_reader_options(p)
     p.set_defaults(func=run)
 
 
-def add_reader_options(p) -> None:
-    p.add_argument("--reader", choices=["cnn", "inversion"], default="cnn",
-                   help="cnn: the extractor network; inversion: fit latent and code through the decoder (slow, forensic)")
-    p.add_argument("--inversion-steps", type=int, default=100, help="fitting steps of the inversion reader")
-    p.add_argument("--max-rotation", type=float, default=30.0, metavar="DEG",
-                   help="the inversion reader searches rotations up to DEG degrees either way (0: uploads are upright; "
-                        "saves the search, about 6 s per 256 px image on 2 CPU cores)")
-
-
 def run(args) -> int:
+    from genprint.attacks import ATTACK_SUITES
     from genprint.bundle import load_bundle
+    from genprint.cli.options import model_dir
     from genprint.errors import GenprintError
     from genprint.evaluation import EvalSettings, evaluate
     from genprint.model import default_device
-    from genprint.attacks import ATTACK_SUITES
 
     suites = tuple(s for s in args.suites.split(",") if s)
     unknown = set(suites) - set(ATTACK_SUITES)
@@ -43,11 +45,20 @@ def run(args) -> int:
         raise GenprintError("--users must be at least --samples-per-photo")
     if args.photos is not None and args.photos < 1:
         raise GenprintError(f"--photos must be at least 1, got {args.photos}")
-    model = load_bundle(args.model, default_device())
-    settings = EvalSettings(users=args.users, fpr=args.fpr, size=args.size, samples_per_photo=args.samples_per_photo,
-                            photos=args.photos, holdout=args.holdout, suites=suites, reader=args.reader,
-                            inversion_steps=args.inversion_steps, max_rotation=args.max_rotation,
-                            attacks=chosen_attacks(args.attacks))
+    model = load_bundle(model_dir(args), default_device())
+    settings = EvalSettings(
+        users=args.users,
+        fpr=args.fpr,
+        size=args.size,
+        samples_per_photo=args.samples_per_photo,
+        photos=args.photos,
+        holdout=args.holdout,
+        suites=suites,
+        reader=args.reader,
+        inversion_steps=args.inversion_steps,
+        max_rotation=args.max_rotation,
+        attacks=chosen_attacks(args.attacks),
+    )
     report = evaluate(model, args.data, args.out, settings)
     print_summary(report)
     return 0
@@ -67,13 +78,25 @@ def print_summary(report: dict) -> None:
 
     q, d = report["quality"], report["decision"]
     console = cli_console()
-    console.print(f"[bold]{report['samples']}[/] samples read by the {report['settings']['reader']} reader from {report['test_photos']} held-out photos; "
-                  f"PSNR {q['psnr_db']:.2f} dB, SSIM {q['ssim']:.4f}; attributed at distance <= {d['max_distance']} "
-                  f"of {report['nbits']} bits ({d['users']} users, FPR {d['fpr_per_query']:g})")
+    console.print(
+        f"[bold]{report['samples']}[/] samples read by the {report['settings']['reader']} reader "
+        f"from {report['test_photos']} held-out photos; "
+        f"PSNR {q['psnr_db']:.2f} dB, SSIM {q['ssim']:.4f}; attributed at distance <= {d['max_distance']} "
+        f"of {report['nbits']} bits ({d['users']} users, FPR {d['fpr_per_query']:g})"
+    )
     table = Table("condition", "suite", "bit acc", "attribution acc", "false attr.")
     for name, r in report["results"].items():
         style = "red" if r["bit_accuracy"] < 0.9 else ""
-        table.add_row(name, r.get("suite", ""), f"{r['bit_accuracy']:.3f}", f"{r['attribution_accuracy']:.3f}", str(r["false_attributions"]), style=style)
+        table.add_row(
+            name,
+            r.get("suite", ""),
+            f"{r['bit_accuracy']:.3f}",
+            f"{r['attribution_accuracy']:.3f}",
+            str(r["false_attributions"]),
+            style=style,
+        )
     console.print(table)
     for name, fp in report["false_positives"].items():
-        console.print(f"false positives on {name}: {fp['attributed']} of {fp['queries']} (closest distance {fp['min_distance']})")
+        console.print(
+            f"false positives on {name}: {fp['attributed']} of {fp['queries']} (closest distance {fp['min_distance']})"
+        )

@@ -1,13 +1,14 @@
 """genprint extract: read the fingerprint bits from images."""
 
-from genprint.cli.eval import add_reader_options
+from genprint.cli.options import add_model_option, add_reader_options
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("extract", help="read fingerprint bits from images")
-    p.add_argument("--model", required=True, help="bundle directory")
+    add_model_option(p)
     p.add_argument("--json", action="store_true", help="one JSON object per line (the default and only format)")
-    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--max-pixels", type=int, default=None, help="refuse images with more pixels (default 4096x4096)")
+    p.add_argument("images", nargs="+", help="PNG, JPEG or WebP files")
     add_reader_options(p)
     p.set_defaults(func=run)
 
@@ -15,20 +16,25 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import json
 
-    import torch
-
-    from genprint.bundle import load_bundle
-    from genprint.data import load_rgb
-    from genprint.evaluation import bit_reader
+    from genprint.bundle import load_bundle, read_config
+    from genprint.cli.options import model_dir, reader_from_args
     from genprint.fingerprint import to_hex
+    from genprint.imageio import DEFAULT_MAX_PIXELS, load_image
     from genprint.model import default_device
 
-    model = load_bundle(args.model, default_device())
-    read = bit_reader(model, args.reader, args.inversion_steps, args.max_rotation)
-    images = [load_rgb(p) for p in args.images]  # all validated before any output
+    bundle = model_dir(args)
+    read_config(bundle)  # the model, then every image, checked before anything is read or printed
+    images = [load_image(p, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS) for p in args.images]
+    reader = reader_from_args(load_bundle(bundle, default_device()), args)
     for path, image in zip(args.images, images):
-        with torch.no_grad():
-            prob = torch.sigmoid(torch.as_tensor(read(image[None])))[0]
-        print(json.dumps({"path": path, "fingerprint": to_hex((prob > 0.5).numpy()),
-                          "bit_probabilities": [round(float(p), 4) for p in prob]}))
+        prob = reader.probabilities(image[None])[0]
+        print(
+            json.dumps(
+                {
+                    "path": path,
+                    "fingerprint": to_hex((prob > 0.5).astype("uint8")),
+                    "bit_probabilities": [round(float(p), 4) for p in prob],
+                }
+            )
+        )
     return 0

@@ -7,7 +7,9 @@ import json
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("models", help="registered model versions (MLflow): list, show, promote, fetch")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under ~/.genprint)")
+    parser.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under ~/.genprint)"
+    )
     sub = parser.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     sub.add_parser("list", help="every version of genprint-generator and genprint-extractor")
     show = sub.add_parser("show", help="one version with its partner, tags and run metrics")
@@ -32,13 +34,15 @@ def run(args) -> int:
     if args.models_command == "fetch":
         import os
 
-        from genprint.storage import resolve_model
+        from pipelines.tracking import resolve_model
 
         if args.tracking_uri:
             os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
         print(resolve_model(args.model, cache_dir=args.cache_dir))
         return 0
-    ref = tracking.parse_model_uri(args.model) if args.models_command in ("show", "promote") else None  # bad input before any DB work
+    ref = (
+        tracking.parse_model_uri(args.model) if args.models_command in ("show", "promote") else None
+    )  # bad input before any DB work
     mlc = tracking.client(args.tracking_uri)
     if args.models_command == "list":
         versions = tracking.list_versions(mlc)
@@ -46,8 +50,11 @@ def run(args) -> int:
             print("no registered versions (train with `genprint train --workers N` to register some)")
         for mv in versions:
             aliases = ",".join(mv.aliases) or "-"
-            print(f"{mv.name:<20} v{mv.version:<4} {aliases:<22} model {mv.tags.get('model_id', '?')}  partner {mv.tags.get('partner', '?')}"
-                  f"  run {mv.run_id}")
+            print(
+                f"{mv.name:<20} v{mv.version:<4} {aliases:<22} model {mv.tags.get('model_id', '?')}  "
+                f"partner {mv.tags.get('partner', '?')}"
+                f"  run {mv.run_id}"
+            )
         return 0
     mv = tracking.get_version(mlc, ref)
     if args.models_command == "show":

@@ -4,19 +4,33 @@ from __future__ import annotations
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("serve", help="serve generation and attribution over HTTP on local Ray Serve",
-                              description="Start local Ray + Serve with the genprint application (serving.apps:ingress_app). "
-                                          "Every serving setting also reads GENPRINT_<SETTING> from the environment. "
-                                          "For a cluster use `serve deploy serving/serve_config.yaml` instead.")
-    p.add_argument("--model", help="bundle directory, s3://... or models:/NAME@ALIAS (default: $GENPRINT_MODEL)")
-    p.add_argument("--registry-url", help="registry database URL (default: $GENPRINT_REGISTRY_URL or the registry's SQLite default)")
+    p = subparsers.add_parser(
+        "serve",
+        help="serve generation and attribution over HTTP on local Ray Serve",
+        description="Start local Ray + Serve with the genprint application (serving.apps:ingress_app). "
+        "Every serving setting also reads GENPRINT_<SETTING> from the environment. "
+        "For a cluster use `serve deploy serving/serve_config.yaml` instead.",
+    )
+    p.add_argument(
+        "--model",
+        help="bundle directory, s3://... or models:/NAME@ALIAS (default: $GENPRINT_MODEL, else "
+        "genprint's shipped bundle)",
+    )
+    p.add_argument(
+        "--registry-url",
+        help="registry database URL (default: $GENPRINT_REGISTRY_URL or the registry's SQLite default)",
+    )
     p.add_argument("--pipeline", help="'tiny' (default, built offline) or a local / s3:// diffusers folder")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics (Serve's and genprint's) on this port")
+    p.add_argument(
+        "--metrics-port", type=int, default=8080, help="Prometheus metrics (Serve's and genprint's) on this port"
+    )
     p.add_argument("--image-size", type=int)
     p.add_argument("--steps", type=int)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other serving setting (repeatable)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="any other serving setting (repeatable)"
+    )
     p.set_defaults(func=run)
 
 
@@ -24,8 +38,13 @@ def settings_from_args(args):
     from genprint.errors import GenprintError
     from serving.settings import ServeSettings
 
-    overrides = {"model": args.model, "registry_url": args.registry_url, "pipeline": args.pipeline,
-                 "image_size": args.image_size, "steps": args.steps}
+    overrides = {
+        "model": args.model,
+        "registry_url": args.registry_url,
+        "pipeline": args.pipeline,
+        "image_size": args.image_size,
+        "steps": args.steps,
+    }
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
@@ -37,15 +56,21 @@ def settings_from_args(args):
 def run(args) -> int:
     import threading
 
-    from genprint.errors import GenprintError
     from serving.local import LocalServe
 
     settings = settings_from_args(args)
-    if not settings.model:
-        raise GenprintError("no model to serve: pass --model (a bundle from `genprint train`) or set GENPRINT_MODEL")
-    print(f"starting Ray Serve on http://{args.host}:{args.port} (model {settings.model}, pipeline {settings.pipeline}) ...")
+    if not settings.model:  # the shipped bundle, resolved here so that the message names it once
+        from genprint.bundle import default_bundle
+
+        settings = settings.model_copy(update={"model": str(default_bundle())})
+    print(
+        f"starting Ray Serve on http://{args.host}:{args.port} "
+        f"(model {settings.model}, pipeline {settings.pipeline}) ..."
+    )
     with LocalServe(settings, host=args.host, port=args.port, metrics_port=args.metrics_port) as stack:
-        print(f"ready: model {stack.ready.get('model_id')}  docs {stack.url}/docs  metrics http://{args.host}:{args.metrics_port}/metrics")
+        print(
+            f"ready: model {stack.ready.get('model_id')}  docs {stack.url}/docs  metrics http://{args.host}:{args.metrics_port}/metrics"
+        )
         print("Ctrl-C stops it")
         try:
             threading.Event().wait()

@@ -5,16 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 
-from genprint.cli.registry_options import add_db_option, open_registry
+from genprint.cli.options import add_db_option, open_registry
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("tenants", help="create and list tenants (administrator)",
-                                   description="Tenants own users. Anyone who can open the registry database is an administrator.")
+    parser = subparsers.add_parser(
+        "tenants",
+        help="create and list tenants (administrator)",
+        description="Tenants own users. Anyone who can open the registry database is an administrator.",
+    )
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     create = sub.add_parser("create", help="create a tenant and print its API key (shown only once)")
     create.add_argument("name")
-    create.add_argument("--json", action="store_true", help="print {\"tenant\", \"api_key\"} as JSON")
+    create.add_argument("--json", action="store_true", help='print {"tenant", "api_key"} as JSON')
     add_db_option(create)
     listing = sub.add_parser("list", help="list tenants with their user counts")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,13 +40,18 @@ class GeneratorAdapter:
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         if self.encoder is None:
-            raise GenprintError(f"the {self.family} generator in this bundle has no encoder; pass latents instead of images")
+            raise GenprintError(
+                f"the {self.family} generator in this bundle has no encoder; pass latents instead of images"
+            )
         lo, hi = self.input_range
         return self.encoder(images * (hi - lo) + lo)
 
     def check_latents(self, latents: torch.Tensor) -> None:
         if latents.ndim != 4 or latents.shape[1] != self.latent_channels:
-            raise GenprintError(f"latents must have shape (batch, {self.latent_channels}, h, w) for this {self.family} decoder, got {tuple(latents.shape)}")
+            raise GenprintError(
+                f"latents must have shape (batch, {self.latent_channels}, h, w) for this {self.family} decoder, "
+                f"got {tuple(latents.shape)}"
+            )
 
     def export_native(self, decoder: nn.Module, out_dir: Path) -> Path:
         """Write `decoder` (a baked, plain decoder) in the family's own format; returns the main file or folder."""
@@ -57,8 +63,8 @@ class GeneratorAdapter:
 
 @dataclass
 class Family:
-    build: Callable[[dict], GeneratorAdapter]          # spec -> adapter with freshly initialised modules
-    load: Callable[[Path], GeneratorAdapter]           # local source path -> adapter with its weights
+    build: Callable[[dict], GeneratorAdapter]  # spec -> adapter with freshly initialised modules
+    load: Callable[[Path], GeneratorAdapter]  # local source path -> adapter with its weights
     export: Callable[[GeneratorAdapter, nn.Module, Path], Path]
 
 

@@ -41,6 +41,7 @@ class KLEncoder(nn.Module):
 
 def _vae_class(family: str):
     from diffusers import AutoencoderKL, AutoencoderTiny
+
     return {"diffusers-kl": AutoencoderKL, "diffusers-tiny": AutoencoderTiny}[family]
 
 
@@ -62,8 +63,16 @@ def _adapter(family: str, vae, spec: dict) -> GeneratorAdapter:
     ranges = dict(output_range=(-1.0, 1.0), input_range=(-1.0, 1.0))
     stages = vae.config.block_out_channels if family == "diffusers-kl" else vae.config.num_encoder_blocks
     downscale = 2 ** (len(stages) - 1)
-    return GeneratorAdapter(family, spec, dec, enc, vae.config.latent_channels, downscale=downscale,
-                            default_modulated=_resnet_convs(dec, family), **ranges)
+    return GeneratorAdapter(
+        family,
+        spec,
+        dec,
+        enc,
+        vae.config.latent_channels,
+        downscale=downscale,
+        default_modulated=_resnet_convs(dec, family),
+        **ranges,
+    )
 
 
 def build(spec: dict) -> GeneratorAdapter:
@@ -75,13 +84,18 @@ def build(spec: dict) -> GeneratorAdapter:
 def load_family(family: str):
     def load(source: Path | None) -> GeneratorAdapter:
         if source is None or not (Path(source) / "config.json").exists():
-            raise GenprintError(f"{family} needs a local diffusers folder with config.json (got {source}); nothing is downloaded")
+            raise GenprintError(
+                f"{family} needs a local diffusers folder with config.json (got {source}); nothing is downloaded"
+            )
         try:
             vae = _vae_class(family).from_pretrained(str(source), local_files_only=True)
         except Exception as exc:  # diffusers raises many types for a bad folder
-            raise GenprintError(f"cannot load a {family} autoencoder from {source}: {str(exc).splitlines()[0]}") from None
+            raise GenprintError(
+                f"cannot load a {family} autoencoder from {source}: {str(exc).splitlines()[0]}"
+            ) from None
         spec = {"family": family, "config": dict(vae.config), "source": str(source)}
         return _adapter(family, vae.float().eval(), spec)
+
     return load
 
 

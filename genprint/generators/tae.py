@@ -25,8 +25,16 @@ class Block(nn.Module):
     def __init__(self, n: int, pooled: bool = False, pool_width: int = 256, pool_groups: int = 4):
         super().__init__()
         self.conv = nn.Sequential(conv(n, n), nn.ReLU(), conv(n, n), nn.ReLU(), conv(n, n))
-        self.pool = nn.Sequential(nn.Conv2d(n, pool_width, 1, bias=False), nn.GroupNorm(pool_groups, pool_width),
-                                  nn.ReLU(), nn.Conv2d(pool_width, n, 1, bias=False)) if pooled else None
+        self.pool = (
+            nn.Sequential(
+                nn.Conv2d(n, pool_width, 1, bias=False),
+                nn.GroupNorm(pool_groups, pool_width),
+                nn.ReLU(),
+                nn.Conv2d(pool_width, n, 1, bias=False),
+            )
+            if pooled
+            else None
+        )
         self.fuse = nn.ReLU()
 
     def forward(self, x):
@@ -35,25 +43,54 @@ class Block(nn.Module):
         return self.fuse(self.conv(x) + x)
 
 
-def tae_decoder(latent_channels: int = 32, width: int = 64, pooled_first_stage: bool = True, out_channels: int = 3) -> nn.Sequential:
+def tae_decoder(
+    latent_channels: int = 32, width: int = 64, pooled_first_stage: bool = True, out_channels: int = 3
+) -> nn.Sequential:
     """latent (B, C, h, w) -> image (B, 3, 8h, 8w), roughly in [0, 1]."""
     p = pooled_first_stage
     return nn.Sequential(
-        Clamp(), conv(latent_channels, width), nn.ReLU(),
-        Block(width, p), Block(width, p), Block(width, p), nn.Upsample(scale_factor=2), conv(width, width, bias=False),
-        Block(width), Block(width), Block(width), nn.Upsample(scale_factor=2), conv(width, width, bias=False),
-        Block(width), Block(width), Block(width), nn.Upsample(scale_factor=2), conv(width, width, bias=False),
-        Block(width), conv(width, out_channels),
+        Clamp(),
+        conv(latent_channels, width),
+        nn.ReLU(),
+        Block(width, p),
+        Block(width, p),
+        Block(width, p),
+        nn.Upsample(scale_factor=2),
+        conv(width, width, bias=False),
+        Block(width),
+        Block(width),
+        Block(width),
+        nn.Upsample(scale_factor=2),
+        conv(width, width, bias=False),
+        Block(width),
+        Block(width),
+        Block(width),
+        nn.Upsample(scale_factor=2),
+        conv(width, width, bias=False),
+        Block(width),
+        conv(width, out_channels),
     )
 
 
-def tae_encoder(latent_channels: int = 32, width: int = 64, pooled_last_stage: bool = True, in_channels: int = 3) -> nn.Sequential:
+def tae_encoder(
+    latent_channels: int = 32, width: int = 64, pooled_last_stage: bool = True, in_channels: int = 3
+) -> nn.Sequential:
     """image (B, 3, H, W) in [0, 1] -> latent (B, C, H/8, W/8)."""
     p = pooled_last_stage
     return nn.Sequential(
-        conv(in_channels, width), Block(width),
-        conv(width, width, stride=2, bias=False), Block(width), Block(width), Block(width),
-        conv(width, width, stride=2, bias=False), Block(width), Block(width), Block(width),
-        conv(width, width, stride=2, bias=False), Block(width, p), Block(width, p), Block(width, p),
+        conv(in_channels, width),
+        Block(width),
+        conv(width, width, stride=2, bias=False),
+        Block(width),
+        Block(width),
+        Block(width),
+        conv(width, width, stride=2, bias=False),
+        Block(width),
+        Block(width),
+        Block(width),
+        conv(width, width, stride=2, bias=False),
+        Block(width, p),
+        Block(width, p),
+        Block(width, p),
         conv(width, latent_channels),
     )

@@ -42,7 +42,10 @@ def load(source: Path | None) -> GeneratorAdapter:
         torch.manual_seed(0)
         adapter = build({})
         adapter.spec["source"] = "random-init"
-        log.warning("no TAEF2 weights found: using a randomly initialised TAE decoder (set GENPRINT_SHARED or --generator-source)")
+        log.warning(
+            "no TAEF2 weights found: using a randomly initialised TAE decoder "
+            "(set GENPRINT_SHARED or --generator-source)"
+        )
         return adapter
     source = Path(source)
     dec_path = source / "taef2_decoder.pth" if source.is_dir() else source

@@ -34,10 +34,14 @@ def hex_to_words(codes: list[str], nbits: int) -> np.ndarray:
 
 
 def words_to_hex(words: np.ndarray, nbits: int) -> list[str]:
-    raw = np.ascontiguousarray(words.astype(">u8")).view(np.uint8).reshape(len(words), words.shape[1] * 8)[:, : nbits // 8]
+    raw = (
+        np.ascontiguousarray(words.astype(">u8"))
+        .view(np.uint8)
+        .reshape(len(words), words.shape[1] * 8)[:, : nbits // 8]
+    )
     flat = raw.tobytes().hex()
     step = nbits // 4
-    return [flat[i:i + step] for i in range(0, len(flat), step)]
+    return [flat[i : i + step] for i in range(0, len(flat), step)]
 
 
 def block_keys(words: np.ndarray, start: int, stop: int) -> np.ndarray:
@@ -83,8 +87,14 @@ def too_close(words: np.ndarray, first_candidate: int, nbits: int, min_distance:
     return reject
 
 
-def issue_codes(count: int, nbits: int, min_distance: int, existing: np.ndarray | None = None,
-                rng: np.random.Generator | None = None, max_rounds: int = 20) -> np.ndarray:
+def issue_codes(
+    count: int,
+    nbits: int,
+    min_distance: int,
+    existing: np.ndarray | None = None,
+    rng: np.random.Generator | None = None,
+    max_rounds: int = 20,
+) -> np.ndarray:
     """`count` new random codes as (count, words) uint64, each >= min_distance from one another and from `existing`."""
     check_nbits(nbits)
     rng = rng or np.random.default_rng()
@@ -99,6 +109,8 @@ def issue_codes(count: int, nbits: int, min_distance: int, existing: np.ndarray 
         ok = ~too_close(np.concatenate([base, cand]), len(base), nbits, min_distance)
         kept = np.concatenate([kept, cand[ok][:need]])
     if len(kept) < count:
-        raise GenprintError(f"could only issue {len(kept)} of {count} fingerprints of {nbits} bits at minimum distance {min_distance} "
-                            f"beside {len(existing)} already issued: lower the model's minimum distance or use more bits")
+        raise GenprintError(
+            f"could only issue {len(kept)} of {count} fingerprints of {nbits} bits at minimum distance {min_distance} "
+            f"beside {len(existing)} already issued: lower the model's minimum distance or use more bits"
+        )
     return kept

@@ -19,13 +19,15 @@ NONE = 255  # distance sentinel for "no code" (codes have at most 128 bits)
 @dataclass(frozen=True)
 class Nearest:
     """For each query: row of the nearest code (-1 if none), its distance, and the runner-up distance (-1 if none)."""
+
     index: np.ndarray
     distance: np.ndarray
     runner_up: np.ndarray
 
 
 class Matcher:
-    """Packed codes with their fingerprint/user/tenant ids; rows are appended, never removed (fingerprints are never deleted)."""
+    """Packed codes with their fingerprint/user/tenant ids; rows are appended, never removed (fingerprints are never
+    deleted)."""
 
     def __init__(self, nbits: int, capacity: int = 1024):
         self.nbits = nbits
@@ -74,7 +76,12 @@ class Matcher:
                 new[: self.size] = old[: self.size]
                 setattr(self, name, new)
         sl = slice(self.size, self.size + n)
-        self._words[sl], self._fingerprint_ids[sl], self._user_ids[sl], self._tenant_ids[sl] = words, fingerprint_ids, user_ids, tenant_ids
+        self._words[sl], self._fingerprint_ids[sl], self._user_ids[sl], self._tenant_ids[sl] = (
+            words,
+            fingerprint_ids,
+            user_ids,
+            tenant_ids,
+        )
         self.size += n
         self._scopes.clear()
 
@@ -97,17 +104,26 @@ class Matcher:
         rows, codes = (None, self.words) if tenant_id is None else self._scope(tenant_id)
         found = self._scan_one(queries[0], codes) if len(queries) == 1 else self._scan(queries, codes, block)
         if rows is not None:
-            found = Nearest(np.where(found.index >= 0, rows[np.maximum(found.index, 0)] if len(rows) else -1, -1),
-                            found.distance, found.runner_up)
+            found = Nearest(
+                np.where(found.index >= 0, rows[np.maximum(found.index, 0)] if len(rows) else -1, -1),
+                found.distance,
+                found.runner_up,
+            )
         return found
 
     def _scan_one(self, query: np.ndarray, codes: np.ndarray) -> Nearest:
-        """One query: XOR and popcount into reused buffers (fresh 80 MB temporaries per query cost more than the maths)."""
+        """One query: XOR and popcount into reused buffers (fresh 80 MB temporaries per query cost more than the
+        maths)."""
         n = len(codes)
         if n == 0:
             return Nearest(np.array([-1]), np.array([-1]), np.array([-1]))
         if getattr(self, "_buf_n", 0) < n:
-            self._xor, self._dist, self._tmp, self._buf_n = np.empty(n, np.uint64), np.empty(n, np.uint8), np.empty(n, np.uint8), n
+            self._xor, self._dist, self._tmp, self._buf_n = (
+                np.empty(n, np.uint64),
+                np.empty(n, np.uint8),
+                np.empty(n, np.uint8),
+                n,
+            )
         xor, dist = self._xor[:n], self._dist[:n]
         np.bitwise_xor(codes[:, 0], query[0], out=xor)
         np.bitwise_count(xor, out=dist)
@@ -127,10 +143,10 @@ class Matcher:
         second_d = np.full(q, NONE, np.int64)
         rows_per_block = max(1, (1 << 22) // max(block, 1))  # ~4M distances (uint8) in flight
         for r0 in range(0, q, rows_per_block):
-            qs = queries[r0:r0 + rows_per_block]
+            qs = queries[r0 : r0 + rows_per_block]
             rows = np.arange(len(qs))
             for c0 in range(0, size, block):
-                chunk = codes[c0:min(c0 + block, size)]
+                chunk = codes[c0 : min(c0 + block, size)]
                 dist = np.bitwise_count(qs[:, None, 0] ^ chunk[None, :, 0])
                 for w in range(1, self.words_per_code):
                     dist += np.bitwise_count(qs[:, None, w] ^ chunk[None, :, w])

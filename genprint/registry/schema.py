@@ -6,7 +6,7 @@ database stays readable and the unique constraints work on every backend.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -16,7 +16,7 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
@@ -32,6 +32,7 @@ class Tenant(Base):
 
 class ApiKey(Base):
     """Only the SHA-256 of a key is kept: keys are 256-bit random tokens, so a fast hash is not brute-forceable."""
+
     __tablename__ = "api_keys"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
@@ -57,12 +58,15 @@ class ModelVersion(Base):
     model_id: Mapped[str] = mapped_column(String(64), unique=True)  # the bundle's config.json model_id
     nbits: Mapped[int] = mapped_column(Integer)
     min_distance: Mapped[int] = mapped_column(Integer)
-    issued: Mapped[int] = mapped_column(BigId, default=0)  # fingerprints issued: lets matchers see cheaply whether to reload
+    issued: Mapped[int] = mapped_column(
+        BigId, default=0
+    )  # fingerprints issued: lets matchers see cheaply whether to reload
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class IssuanceRequest(Base):
     """One client request id per tenant: replaying it returns the same users instead of issuing again."""
+
     __tablename__ = "issuance_requests"
     __table_args__ = (UniqueConstraint("tenant_id", "request_id", name="uq_issuance_tenant_request"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -75,9 +79,11 @@ class IssuanceRequest(Base):
 
 class Fingerprint(Base):
     __tablename__ = "fingerprints"
-    __table_args__ = (UniqueConstraint("user_id", "model_version_id", name="uq_fingerprints_user_model"),
-                      UniqueConstraint("model_version_id", "code", name="uq_fingerprints_model_code"),
-                      Index("ix_fingerprints_model_version_id_id", "model_version_id", "id"))  # matcher refresh
+    __table_args__ = (
+        UniqueConstraint("user_id", "model_version_id", name="uq_fingerprints_user_model"),
+        UniqueConstraint("model_version_id", "code", name="uq_fingerprints_model_code"),
+        Index("ix_fingerprints_model_version_id_id", "model_version_id", "id"),
+    )  # matcher refresh
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
@@ -88,6 +94,7 @@ class Fingerprint(Base):
 
 class AuditEvent(Base):
     """Append-only (database triggers refuse UPDATE and DELETE): issuance, revocation, every attribution query."""
+
     __tablename__ = "audit_log"
     __table_args__ = (Index("ix_audit_log_tenant_at", "tenant_id", "at"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

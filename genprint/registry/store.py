@@ -28,7 +28,7 @@ from genprint.errors import GenprintError
 from genprint.fingerprint import Decision, check_nbits, corrected_p_value, from_hex, pack
 from genprint.registry.codes import default_min_distance, hex_to_words, issue_codes, words_to_hex
 from genprint.registry.matcher import Matcher
-from genprint.registry.schema import (ApiKey, AuditEvent, Fingerprint, IssuanceRequest, ModelVersion, User, utcnow)
+from genprint.registry.schema import ApiKey, AuditEvent, Fingerprint, IssuanceRequest, ModelVersion, User, utcnow
 from genprint.registry.schema import Tenant as TenantRow
 
 DEFAULT_FPR = 1e-6
@@ -72,6 +72,7 @@ class UserRecord:
 @dataclass(frozen=True)
 class Issuance:
     """The users and their hex fingerprints issued by one call (or replayed for a repeated request id)."""
+
     model_id: str
     request_id: str | None
     users: list[str]
@@ -89,6 +90,7 @@ class Issuance:
 class Attribution:
     """The answer to "who made this image?". tenant/user/fingerprint name the nearest code even when
     not attributed (distance too large), so operators can see near misses; only `attributed` decides."""
+
     attributed: bool
     model_id: str
     query: str  # the extracted fingerprint, hex
@@ -112,7 +114,10 @@ def _hash_key(api_key: str) -> str:
 
 def _check_name(kind: str, name: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
-        raise GenprintError(f"{kind} name {name!r} is invalid: use 1-128 letters, digits and . _ @ + - (starting with a letter or digit)")
+        raise GenprintError(
+            f"{kind} name {name!r} is invalid: use 1-128 letters, digits and . _ @ + - "
+            "(starting with a letter or digit)"
+        )
     return name
 
 
@@ -210,14 +215,17 @@ class Registry:
 
     # --- tenants and keys -----------------------------------------------------------------------------------------
     def create_tenant(self, name: str) -> tuple[Tenant, str]:
-        """Create a tenant and its first API key. Returns (tenant, api_key): the key is shown only now (only its hash is kept)."""
+        """Create a tenant and its first API key. Returns (tenant, api_key): the key is shown only now (only its hash
+        is kept)."""
         _check_name("tenant", name)
         try:
             with self._write() as conn:
                 if conn.scalar(select(TenantRow.id).where(TenantRow.name == name)) is not None:
                     raise GenprintError(f"tenant {name!r} already exists")
                 now = utcnow()
-                tid = conn.execute(insert(TenantRow).values(name=name, created_at=now).returning(TenantRow.id)).scalar_one()
+                tid = conn.execute(
+                    insert(TenantRow).values(name=name, created_at=now).returning(TenantRow.id)
+                ).scalar_one()
                 key = self._new_key(conn, tid)
                 self._audit(conn, "tenant.create", tid, {"tenant": name})
         except IntegrityError:
@@ -227,7 +235,9 @@ class Registry:
     @staticmethod
     def _new_key(conn: Connection, tenant_id: int) -> str:
         key = "gpk_" + secrets.token_urlsafe(32)
-        conn.execute(insert(ApiKey).values(tenant_id=tenant_id, prefix=key[:12], key_hash=_hash_key(key), created_at=utcnow()))
+        conn.execute(
+            insert(ApiKey).values(tenant_id=tenant_id, prefix=key[:12], key_hash=_hash_key(key), created_at=utcnow())
+        )
         return key
 
     def create_api_key(self, tenant: Tenant) -> str:
@@ -248,9 +258,11 @@ class Registry:
         if not api_key:
             raise AuthenticationError("an API key is required (--api-key or $GENPRINT_API_KEY)")
         with self._read() as conn:
-            row = conn.execute(select(TenantRow.id, TenantRow.name, TenantRow.created_at)
-                               .join(ApiKey, ApiKey.tenant_id == TenantRow.id)
-                               .where(ApiKey.key_hash == _hash_key(api_key), ApiKey.revoked_at.is_(None))).first()
+            row = conn.execute(
+                select(TenantRow.id, TenantRow.name, TenantRow.created_at)
+                .join(ApiKey, ApiKey.tenant_id == TenantRow.id)
+                .where(ApiKey.key_hash == _hash_key(api_key), ApiKey.revoked_at.is_(None))
+            ).first()
         if row is None:
             raise AuthenticationError("invalid API key")
         return Tenant(*row)
@@ -258,7 +270,9 @@ class Registry:
     def tenant(self, name: str) -> Tenant:
         """Administrator lookup by name (no key): NotFoundError for an unknown tenant."""
         with self._read() as conn:
-            row = conn.execute(select(TenantRow.id, TenantRow.name, TenantRow.created_at).where(TenantRow.name == name)).first()
+            row = conn.execute(
+                select(TenantRow.id, TenantRow.name, TenantRow.created_at).where(TenantRow.name == name)
+            ).first()
         if row is None:
             raise NotFoundError(f"unknown tenant {name!r}")
         return Tenant(*row)
@@ -272,7 +286,9 @@ class Registry:
 
     # --- model versions -------------------------------------------------------------------------------------------
     def _model_row(self, conn: Connection, model_id: str, lock: bool = False):
-        q = select(ModelVersion.id, ModelVersion.nbits, ModelVersion.min_distance, ModelVersion.issued).where(ModelVersion.model_id == model_id)
+        q = select(ModelVersion.id, ModelVersion.nbits, ModelVersion.min_distance, ModelVersion.issued).where(
+            ModelVersion.model_id == model_id
+        )
         return conn.execute(q.with_for_update() if lock else q).first()
 
     def model_version(self, model_id: str) -> dict:
@@ -283,8 +299,18 @@ class Registry:
         return {"model_id": model_id, "nbits": row.nbits, "min_distance": row.min_distance, "issued": row.issued}
 
     # --- users ----------------------------------------------------------------------------------------------------
-    def register_users(self, tenant: Tenant, model_id: str, nbits: int, *, count: int | None = None, names: list[str] | None = None,
-                       request_id: str | None = None, min_distance: int | None = None, rng: np.random.Generator | None = None) -> Issuance:
+    def register_users(
+        self,
+        tenant: Tenant,
+        model_id: str,
+        nbits: int,
+        *,
+        count: int | None = None,
+        names: list[str] | None = None,
+        request_id: str | None = None,
+        min_distance: int | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> Issuance:
         """Issue one fingerprint per user for a model version, all in one transaction (all or nothing).
 
         Give either `names` (new or existing users of this tenant; an existing user must not yet have a
@@ -319,17 +345,27 @@ class Registry:
                     replay = self._replay(conn, tenant, model_id, request_id, digest)
                 if replay is not None:
                     return replay
-            raise GenprintError(f"registration conflicts with another one made at the same time; retry ({str(exc.orig).splitlines()[0]})") from None
+            raise GenprintError(
+                "registration conflicts with another one made at the same time; "
+                f"retry ({str(exc.orig).splitlines()[0]})"
+            ) from None
 
     def _replay(self, conn, tenant, model_id, request_id, digest) -> Issuance | None:
-        req = conn.execute(select(IssuanceRequest.id, IssuanceRequest.params_digest)
-                           .where(IssuanceRequest.tenant_id == tenant.id, IssuanceRequest.request_id == request_id)).first()
+        req = conn.execute(
+            select(IssuanceRequest.id, IssuanceRequest.params_digest).where(
+                IssuanceRequest.tenant_id == tenant.id, IssuanceRequest.request_id == request_id
+            )
+        ).first()
         if req is None:
             return None
         if req.params_digest != digest:
             raise GenprintError(f"request id {request_id!r} was already used for a different registration")
-        rows = conn.execute(select(User.name, Fingerprint.code).join(User, User.id == Fingerprint.user_id)
-                            .where(Fingerprint.request_pk == req.id).order_by(Fingerprint.id)).all()
+        rows = conn.execute(
+            select(User.name, Fingerprint.code)
+            .join(User, User.id == Fingerprint.user_id)
+            .where(Fingerprint.request_pk == req.id)
+            .order_by(Fingerprint.id)
+        ).all()
         return Issuance(model_id, request_id, [r[0] for r in rows], [r[1] for r in rows], replayed=True)
 
     def _issue(self, tenant, model_id, nbits, n, names, request_id, min_distance, digest, rng) -> Issuance:
@@ -342,29 +378,50 @@ class Registry:
             mv = self._model_row(conn, model_id, lock=True)
             if mv is None:
                 d = default_min_distance(nbits) if min_distance is None else min_distance
-                conn.execute(insert(ModelVersion).values(model_id=model_id, nbits=nbits, min_distance=d, issued=0, created_at=utcnow()))
+                conn.execute(
+                    insert(ModelVersion).values(
+                        model_id=model_id, nbits=nbits, min_distance=d, issued=0, created_at=utcnow()
+                    )
+                )
                 mv = self._model_row(conn, model_id, lock=True)
             if mv.nbits != nbits:
                 raise GenprintError(f"model {model_id!r} uses {mv.nbits}-bit fingerprints, not {nbits}")
             if min_distance is not None and min_distance != mv.min_distance:
-                raise GenprintError(f"model {model_id!r} already issues at minimum distance {mv.min_distance}, not {min_distance}")
+                raise GenprintError(
+                    f"model {model_id!r} already issues at minimum distance {mv.min_distance}, not {min_distance}"
+                )
 
             user_ids: list[int | None] = [None] * n
             if names is not None:
                 existing = {}
                 for i in range(0, len(names), 500):
-                    chunk = names[i:i + 500]
-                    for r in conn.execute(select(User.id, User.name, User.revoked_at).where(User.tenant_id == tenant.id, User.name.in_(chunk))):
+                    chunk = names[i : i + 500]
+                    for r in conn.execute(
+                        select(User.id, User.name, User.revoked_at).where(
+                            User.tenant_id == tenant.id, User.name.in_(chunk)
+                        )
+                    ):
                         existing[r.name] = r
                 if existing:
                     revoked = sorted(k for k, r in existing.items() if r.revoked_at is not None)
                     if revoked:
-                        raise GenprintError(f"user(s) {', '.join(revoked[:5])} are revoked and cannot get new fingerprints")
+                        raise GenprintError(
+                            f"user(s) {', '.join(revoked[:5])} are revoked and cannot get new fingerprints"
+                        )
                     ids = [r.id for r in existing.values()]
-                    dup = conn.execute(select(User.name).join(Fingerprint, Fingerprint.user_id == User.id)
-                                       .where(Fingerprint.model_version_id == mv.id, User.id.in_(ids[:10000]))).scalars().all()
+                    dup = (
+                        conn.execute(
+                            select(User.name)
+                            .join(Fingerprint, Fingerprint.user_id == User.id)
+                            .where(Fingerprint.model_version_id == mv.id, User.id.in_(ids[:10000]))
+                        )
+                        .scalars()
+                        .all()
+                    )
                     if dup:
-                        raise GenprintError(f"user(s) {', '.join(sorted(dup)[:5])} already have a fingerprint for model {model_id!r}")
+                        raise GenprintError(
+                            f"user(s) {', '.join(sorted(dup)[:5])} already have a fingerprint for model {model_id!r}"
+                        )
                     user_ids = [existing[nm].id if nm in existing else None for nm in names]
             else:
                 names = [f"user-{secrets.token_hex(10)}" for _ in range(n)]
@@ -375,8 +432,17 @@ class Registry:
             now = utcnow()
             req_pk = None
             if request_id is not None:
-                req_pk = conn.execute(insert(IssuanceRequest).values(tenant_id=tenant.id, request_id=request_id, model_version_id=mv.id,
-                                                                     params_digest=digest, created_at=now).returning(IssuanceRequest.id)).scalar_one()
+                req_pk = conn.execute(
+                    insert(IssuanceRequest)
+                    .values(
+                        tenant_id=tenant.id,
+                        request_id=request_id,
+                        model_version_id=mv.id,
+                        params_digest=digest,
+                        created_at=now,
+                    )
+                    .returning(IssuanceRequest.id)
+                ).scalar_one()
             new = [i for i, u in enumerate(user_ids) if u is None]
             self._insert_users_and_fingerprints(conn, tenant.id, mv.id, req_pk, now, names, user_ids, new, codes)
             conn.execute(update(ModelVersion).where(ModelVersion.id == mv.id).values(issued=ModelVersion.issued + n))
@@ -396,18 +462,34 @@ class Registry:
             for uid, i in enumerate(new, start=first):
                 user_ids[i] = uid
             if new:
-                conn.exec_driver_sql("INSERT INTO users (id, tenant_id, name, created_at) VALUES (?, ?, ?, ?)",
-                                     [(user_ids[i], tenant_id, names[i], ts) for i in new])
-            conn.exec_driver_sql("INSERT INTO fingerprints (user_id, model_version_id, code, request_pk, issued_at) VALUES (?, ?, ?, ?, ?)",
-                                 [(u, mv_pk, c, req_pk, ts) for u, c in zip(user_ids, codes)])
+                conn.exec_driver_sql(
+                    "INSERT INTO users (id, tenant_id, name, created_at) VALUES (?, ?, ?, ?)",
+                    [(user_ids[i], tenant_id, names[i], ts) for i in new],
+                )
+            conn.exec_driver_sql(
+                "INSERT INTO fingerprints (user_id, model_version_id, code, request_pk, issued_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(u, mv_pk, c, req_pk, ts) for u, c in zip(user_ids, codes)],
+            )
             return
         if new:
-            ids = conn.execute(insert(User).returning(User.id, sort_by_parameter_order=True),
-                               [{"tenant_id": tenant_id, "name": names[i], "created_at": now} for i in new]).scalars().all()
+            ids = (
+                conn.execute(
+                    insert(User).returning(User.id, sort_by_parameter_order=True),
+                    [{"tenant_id": tenant_id, "name": names[i], "created_at": now} for i in new],
+                )
+                .scalars()
+                .all()
+            )
             for i, uid in zip(new, ids):
                 user_ids[i] = uid
-        conn.execute(insert(Fingerprint), [{"user_id": u, "model_version_id": mv_pk, "code": c, "request_pk": req_pk, "issued_at": now}
-                                           for u, c in zip(user_ids, codes)])
+        conn.execute(
+            insert(Fingerprint),
+            [
+                {"user_id": u, "model_version_id": mv_pk, "code": c, "request_pk": req_pk, "issued_at": now}
+                for u, c in zip(user_ids, codes)
+            ],
+        )
 
     @staticmethod
     def _check_tenant(conn: Connection, tenant: Tenant) -> None:
@@ -417,8 +499,11 @@ class Registry:
             raise NotFoundError(f"unknown tenant {tenant.name!r}")
 
     def _user_row(self, conn: Connection, tenant: Tenant, name: str):
-        row = conn.execute(select(User.id, User.name, User.created_at, User.revoked_at)
-                           .where(User.tenant_id == tenant.id, User.name == name)).first()
+        row = conn.execute(
+            select(User.id, User.name, User.created_at, User.revoked_at).where(
+                User.tenant_id == tenant.id, User.name == name
+            )
+        ).first()
         if row is None:  # also what another tenant's user looks like: no existence leak across tenants
             raise NotFoundError(f"tenant {tenant.name!r} has no user {name!r}")
         return row
@@ -434,7 +519,9 @@ class Registry:
             self._audit(conn, "users.revoke", tenant.id, {"user": user, "reason": reason})
         return UserRecord(user, tenant.name, row.created_at, True)
 
-    def list_users(self, tenant: Tenant, model_id: str | None = None, limit: int | None = None, offset: int = 0) -> list[UserRecord]:
+    def list_users(
+        self, tenant: Tenant, model_id: str | None = None, limit: int | None = None, offset: int = 0
+    ) -> list[UserRecord]:
         """The tenant's users (oldest first); with model_id, each with its hex fingerprint for that model (or None)."""
         with self._read() as conn:
             self._check_tenant(conn, tenant)
@@ -443,8 +530,11 @@ class Registry:
                 mv = self._model_row(conn, model_id)
                 if mv is None:
                     raise NotFoundError(f"no fingerprints have been issued for model {model_id!r}")
-                q = (select(User.name, User.created_at, User.revoked_at, Fingerprint.code).where(User.tenant_id == tenant.id)
-                     .outerjoin(Fingerprint, (Fingerprint.user_id == User.id) & (Fingerprint.model_version_id == mv.id)))
+                q = (
+                    select(User.name, User.created_at, User.revoked_at, Fingerprint.code)
+                    .where(User.tenant_id == tenant.id)
+                    .outerjoin(Fingerprint, (Fingerprint.user_id == User.id) & (Fingerprint.model_version_id == mv.id))
+                )
             rows = conn.execute(q.order_by(User.id).limit(limit).offset(offset)).all()
         return [UserRecord(r[0], tenant.name, r[1], r[2] is not None, r[3] if model_id else None) for r in rows]
 
@@ -457,8 +547,13 @@ class Registry:
             if active_only and row.revoked_at is not None:
                 raise RevokedError(f"user {user!r} of tenant {tenant.name!r} is revoked and may not generate")
             mv = self._model_row(conn, model_id)
-            code = None if mv is None else conn.scalar(select(Fingerprint.code).where(Fingerprint.user_id == row.id,
-                                                                                      Fingerprint.model_version_id == mv.id))
+            code = (
+                None
+                if mv is None
+                else conn.scalar(
+                    select(Fingerprint.code).where(Fingerprint.user_id == row.id, Fingerprint.model_version_id == mv.id)
+                )
+            )
         if code is None:
             raise NotFoundError(f"user {user!r} has no fingerprint for model {model_id!r}")
         return code
@@ -475,9 +570,12 @@ class Registry:
             if issued == len(matcher):
                 self._matchers[mv_pk] = (matcher, last_id)
                 return matcher
-            for attempt in range(2):
-                q = (select(Fingerprint.id, Fingerprint.code, Fingerprint.user_id, User.tenant_id).join(User, User.id == Fingerprint.user_id)
-                     .where(Fingerprint.model_version_id == mv_pk, Fingerprint.id > last_id))
+            for _ in range(2):
+                q = (
+                    select(Fingerprint.id, Fingerprint.code, Fingerprint.user_id, User.tenant_id)
+                    .join(User, User.id == Fingerprint.user_id)
+                    .where(Fingerprint.model_version_id == mv_pk, Fingerprint.id > last_id)
+                )
                 result = conn.execute(q.execution_options(stream_results=True, yield_per=200_000))
                 for part in result.partitions():
                     fid, codes, uid, tid = zip(*part)
@@ -498,13 +596,27 @@ class Registry:
                 raise NotFoundError(f"no fingerprints have been issued for model {model_id!r}")
             return self._refresh(conn, mv.id, mv.nbits)
 
-    def attribute(self, bits, model_id: str, tenant_scope: Tenant | None = None, fpr: float | None = None, label: str | None = None) -> Attribution:
+    def attribute(
+        self,
+        bits,
+        model_id: str,
+        tenant_scope: Tenant | None = None,
+        fpr: float | None = None,
+        label: str | None = None,
+    ) -> Attribution:
         """Attribute one extracted fingerprint (0/1 bits of the model's length, or hex); see attribute_many."""
         return self.attribute_many([bits], model_id, tenant_scope, fpr, [label] if label is not None else None)[0]
 
-    def attribute_many(self, bits, model_id: str, tenant_scope: Tenant | None = None, fpr: float | None = None,
-                       labels: list[str] | None = None) -> list[Attribution]:
-        """Nearest registered fingerprint for each extracted code, with the decision, each query written to the audit log.
+    def attribute_many(
+        self,
+        bits,
+        model_id: str,
+        tenant_scope: Tenant | None = None,
+        fpr: float | None = None,
+        labels: list[str] | None = None,
+    ) -> list[Attribution]:
+        """Nearest registered fingerprint for each extracted code, with the decision, each query written to the
+        audit log.
 
         bits: (B, nbits) 0/1 array-like, or a list of hex strings. tenant_scope: only that tenant's users are
         candidates (and counted for the p-value correction); None searches every tenant (the distributor's view).
@@ -531,8 +643,11 @@ class Registry:
             info = {}
             uids = sorted(set(best_users.tolist()))
             for i in range(0, len(uids), 500):
-                for r in conn.execute(select(User.id, User.name, User.revoked_at, TenantRow.name)
-                                      .join(TenantRow, TenantRow.id == User.tenant_id).where(User.id.in_(uids[i:i + 500]))):
+                for r in conn.execute(
+                    select(User.id, User.name, User.revoked_at, TenantRow.name)
+                    .join(TenantRow, TenantRow.id == User.tenant_id)
+                    .where(User.id.in_(uids[i : i + 500]))
+                ):
                     info[r[0]] = r
         with np.errstate(divide="ignore"):  # log1p(-1) for p = 1 inside fingerprint.corrected_p_value: harmless
             max_distance = Decision(mv.nbits, max(compared, 1), fpr).max_distance
@@ -543,16 +658,38 @@ class Registry:
             d = int(found.distance[q])
             runner = int(found.runner_up[q]) if found.runner_up[q] >= 0 else None
             if d < 0:
-                answers.append(Attribution(False, model_id, queries[q], None, None, None, None, None, False, None, compared, max_distance))
+                answers.append(
+                    Attribution(
+                        False, model_id, queries[q], None, None, None, None, None, False, None, compared, max_distance
+                    )
+                )
                 continue
             u = info[int(best_users[k])]
             p = float(p_values[q])
-            answers.append(Attribution(d <= max_distance, model_id, queries[q], u[3], u[1], best_codes[k], d, p, u[2] is not None,
-                                       runner, compared, max_distance))
+            answers.append(
+                Attribution(
+                    d <= max_distance,
+                    model_id,
+                    queries[q],
+                    u[3],
+                    u[1],
+                    best_codes[k],
+                    d,
+                    p,
+                    u[2] is not None,
+                    runner,
+                    compared,
+                    max_distance,
+                )
+            )
             k += 1
         with self._write() as conn:
-            self._audit(conn, "attribute", None if tenant_scope is None else tenant_scope.id,
-                        [{**a.to_dict(), "label": labels[i] if labels else None, "fpr": fpr} for i, a in enumerate(answers)])
+            self._audit(
+                conn,
+                "attribute",
+                None if tenant_scope is None else tenant_scope.id,
+                [{**a.to_dict(), "label": labels[i] if labels else None, "fpr": fpr} for i, a in enumerate(answers)],
+            )
         return answers
 
     @staticmethod
@@ -587,6 +724,15 @@ class Registry:
     def counts(self) -> dict[str, int]:
         """Row counts per table (tests and monitoring use it to check that a refused request changed nothing)."""
         with self._read() as conn:
-            return {t: conn.scalar(select(func.count()).select_from(m)) for t, m in
-                    [("tenants", TenantRow), ("api_keys", ApiKey), ("users", User), ("model_versions", ModelVersion),
-                     ("issuance_requests", IssuanceRequest), ("fingerprints", Fingerprint), ("audit_log", AuditEvent)]}
+            return {
+                t: conn.scalar(select(func.count()).select_from(m))
+                for t, m in [
+                    ("tenants", TenantRow),
+                    ("api_keys", ApiKey),
+                    ("users", User),
+                    ("model_versions", ModelVersion),
+                    ("issuance_requests", IssuanceRequest),
+                    ("fingerprints", Fingerprint),
+                    ("audit_log", AuditEvent),
+                ]
+            }

@@ -10,6 +10,7 @@ import torch
 
 from genprint.errors import GenprintError
 from genprint.extractor import MIN_SIZE, Extractor
+from genprint.settings import cache_dir
 
 INPUT, OUTPUT = "images", "logits"
 OPSET = 17
@@ -26,14 +27,18 @@ def export_extractor(extractor: Extractor, path: str | Path, opset: int = OPSET)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about the input checks, which run before ORT instead
-        torch.onnx.export(model, (example,), str(tmp), dynamo=False, opset_version=opset, input_names=[INPUT], output_names=[OUTPUT],
-                          dynamic_axes={INPUT: {0: "batch", 2: "height", 3: "width"}, OUTPUT: {0: "batch"}})
+        torch.onnx.export(
+            model,
+            (example,),
+            str(tmp),
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            dynamic_axes={INPUT: {0: "batch", 2: "height", 3: "width"}, OUTPUT: {0: "batch"}},
+        )
     os.replace(tmp, path)
     return path
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("GENPRINT_CACHE_DIR") or Path("~/.cache/genprint").expanduser())
 
 
 def bundle_onnx(bundle_dir: str | Path, cache: str | Path | None = None) -> tuple[Path, dict]:

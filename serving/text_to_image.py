@@ -1,4 +1,5 @@
-"""Where the text-to-image pipeline comes from: the offline tiny default, photos, a local diffusers folder, or an s3:// folder.
+"""Where the text-to-image pipeline comes from: the offline tiny default, photos, a local diffusers folder, or an
+s3:// folder.
 
 Whatever the source, the pipeline only produces latents: the pipeline's own VAE (if any) is never run, and the
 fingerprinted decoder of the genprint bundle must work in the same latent space (checked here).
@@ -10,15 +11,14 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from urllib.parse import urlparse
 
 from genprint.errors import GenprintError
 
 
 @dataclass
 class LatentPipeline:
-    pipe: object            # a diffusers text-to-image pipeline
-    scaling_factor: float   # the pipeline's latents are (raw - shift) * scaling_factor
+    pipe: object  # a diffusers text-to-image pipeline
+    scaling_factor: float  # the pipeline's latents are (raw - shift) * scaling_factor
     shift_factor: float
     source: str
 
@@ -36,7 +36,9 @@ class PhotoPipeline:
 
     def __init__(self, adapter, photos: list[Path]):
         if adapter.encoder is None:
-            raise GenprintError(f"the 'photos' pipeline encodes photos, and this {adapter.family} generator has no encoder")
+            raise GenprintError(
+                f"the 'photos' pipeline encodes photos, and this {adapter.family} generator has no encoder"
+            )
         if not photos:
             raise GenprintError("the 'photos' pipeline found no photos")
         self.adapter, self.photos = adapter, sorted(photos)
@@ -53,7 +55,9 @@ class PhotoPipeline:
         for prompt, gen in zip(prompts, generator):
             # The prompt and the seed's generator pick the photo: the same request always gets the same one.
             salt = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:4], "big")
-            pick = (salt + int(torch.randint(len(self.photos), (1,), generator=gen, device=gen.device))) % len(self.photos)
+            pick = (salt + int(torch.randint(len(self.photos), (1,), generator=gen, device=gen.device))) % len(
+                self.photos
+            )
             images.append(self.fitted(self.photos[pick], width, height))
         device = generator[0].device if generator else "cpu"
         return SimpleNamespace(images=self.adapter.encode(torch.stack(images).to(device)))
@@ -66,33 +70,10 @@ class PhotoPipeline:
         from PIL import Image, ImageOps
 
         with Image.open(path) as photo:
-            image = ImageOps.fit(ImageOps.exif_transpose(photo).convert("RGB"), (width, height), Image.Resampling.LANCZOS)
+            image = ImageOps.fit(
+                ImageOps.exif_transpose(photo).convert("RGB"), (width, height), Image.Resampling.LANCZOS
+            )
         return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)
-
-
-def _download_s3_folder(url: str, cache_root: Path) -> Path:
-    from genprint.storage import s3_client
-
-    parsed = urlparse(url)
-    bucket, prefix = parsed.netloc, parsed.path.strip("/")
-    target = cache_root / hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16]
-    client = s3_client()
-    try:
-        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/" if prefix else "")
-        keys = [obj["Key"] for page in pages for obj in page.get("Contents", [])]
-    except Exception as exc:  # botocore raises many types: no bucket, bad credentials, no endpoint
-        raise GenprintError(f"cannot list {url}: {str(exc).splitlines()[0]}") from None
-    if not keys:
-        raise GenprintError(f"{url} holds no files")
-    for key in keys:
-        local = target / key[len(prefix):].lstrip("/")
-        if local.is_file():
-            continue
-        local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = local.with_name(f".{local.name}.part")
-        client.download_file(bucket, key, str(tmp))
-        tmp.replace(local)  # a half-downloaded file never looks cached
-    return target
 
 
 def load_pipeline(source: str, adapter, device: str = "cpu") -> LatentPipeline:
@@ -108,9 +89,10 @@ def load_pipeline(source: str, adapter, device: str = "cpu") -> LatentPipeline:
     else:
         from diffusers import DiffusionPipeline
 
-        from genprint.storage import default_cache_dir
+        from genprint.settings import cache_dir
+        from genprint.storage import mirror_folder
 
-        folder = _download_s3_folder(source, default_cache_dir() / "pipelines") if source.startswith("s3://") else Path(source)
+        folder = mirror_folder(source, cache_dir() / "pipelines") if source.startswith("s3://") else Path(source)
         if not (folder / "model_index.json").is_file():
             raise GenprintError(f"{source} is not a diffusers pipeline folder (no model_index.json)")
         try:
@@ -123,6 +105,8 @@ def load_pipeline(source: str, adapter, device: str = "cpu") -> LatentPipeline:
         pipe.set_progress_bar_config(disable=True)
     channels = pipe.unet.config.out_channels if hasattr(pipe, "unet") else pipe.transformer.config.out_channels
     if channels != adapter.latent_channels:
-        raise GenprintError(f"the pipeline {source!r} makes {channels}-channel latents but the bundle's {adapter.family} decoder "
-                            f"takes {adapter.latent_channels}: use a bundle trained on that pipeline's autoencoder")
+        raise GenprintError(
+            f"the pipeline {source!r} makes {channels}-channel latents but the bundle's {adapter.family} decoder "
+            f"takes {adapter.latent_channels}: use a bundle trained on that pipeline's autoencoder"
+        )
     return LatentPipeline(pipe.to(device), scaling, shift, source or "tiny")

@@ -17,8 +17,15 @@ def tensorrt_available() -> bool:
     return True
 
 
-def build_engine(onnx_path: str | Path, engine_path: str | Path, fp16: bool = True, max_batch: int = 64,
-                 opt_side: int = 512, max_side: int = 2048, workspace_gib: float = 4.0) -> Path:
+def build_engine(
+    onnx_path: str | Path,
+    engine_path: str | Path,
+    fp16: bool = True,
+    max_batch: int = 64,
+    opt_side: int = 512,
+    max_side: int = 2048,
+    workspace_gib: float = 4.0,
+) -> Path:
     """Parse the ONNX file, build a serialized engine with one optimisation profile covering
     batch 1..max_batch and sides 64..max_side, and write it to engine_path."""
     try:
@@ -37,8 +44,12 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, fp16: bool = Tr
     if fp16:
         config.set_flag(trt.BuilderFlag.FP16)
     profile = builder.create_optimization_profile()
-    profile.set_shape("images", (1, 3, MIN_SIZE, MIN_SIZE), (max(1, max_batch // 4), 3, opt_side, opt_side),
-                      (max_batch, 3, max_side, max_side))
+    profile.set_shape(
+        "images",
+        (1, 3, MIN_SIZE, MIN_SIZE),
+        (max(1, max_batch // 4), 3, opt_side, opt_side),
+        (max_batch, 3, max_side, max_side),
+    )
     config.add_optimization_profile(profile)
     engine = builder.build_serialized_network(network, config)
     if engine is None:
