@@ -103,7 +103,7 @@ def resolve_photos(data: str | Path | None) -> list[Path]:
 
 
 class LatentBank:
-    """Full-size latents of a set of photos; `sample` draws random latent windows with flips, of `crop` px unless told."""
+    """Full-size latents of a set of photos; `sample` draws random latent windows with flips (`crop` px by default)."""
 
     def __init__(self, encode, paths: list[Path], downscale: int, crop: int, seed: int = 0, device="cpu"):
         if crop % downscale:
