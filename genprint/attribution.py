@@ -44,10 +44,11 @@ def public_answer(a, nbits: int) -> dict:
 class Attributor:
     """A reader and a registry for one model. Images of the same size are read in one call, each distinct image once,
     and recent reads are kept by content (`read_cache_size`): moderation streams see the same upload many times. One
-    caller at a time (Serve runs one batch at a time per replica; a Ray Data actor one call)."""
+    caller at a time (Serve runs one batch at a time per replica; a Ray Data actor one call). One reader call holds at
+    most `max_read_pixels` pixels, so however many images a batch window gathers, a read's memory stays bounded."""
 
-    def __init__(self, reader: Reader, registry, read_cache_size: int = 4096):
-        self.reader, self.registry = reader, registry
+    def __init__(self, reader: Reader, registry, read_cache_size: int = 4096, max_read_pixels: int = 4096 * 4096):
+        self.reader, self.registry, self.max_read_pixels = reader, registry, max_read_pixels
         self.model_id, self.nbits = reader.model_id, reader.nbits
         self.read_cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self.read_cache_size, self.cache_hits = read_cache_size, 0
@@ -63,8 +64,11 @@ class Attributor:
         by_shape: dict[tuple, list[int]] = defaultdict(list)
         for i in {k: i for i, k in enumerate(keys) if k not in found}.values():
             by_shape[images[i].shape].append(i)
-        for rows in by_shape.values():
-            found.update(zip((keys[i] for i in rows), self.reader.bits(np.stack([images[i] for i in rows]))))
+        for shape, rows in by_shape.items():
+            per_read = max(1, self.max_read_pixels // (shape[-1] * shape[-2]))
+            for start in range(0, len(rows), per_read):
+                chunk = rows[start : start + per_read]
+                found.update(zip((keys[i] for i in chunk), self.reader.bits(np.stack([images[i] for i in chunk]))))
         self.cache_hits += len(keys) - sum(map(len, by_shape.values()))  # answered without a read of their own
         for k in keys:
             self.read_cache[k] = found[k]

@@ -66,6 +66,18 @@ def decode_image_bytes(
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
+def peek_size(data: bytes, name: str = "image") -> tuple[int, int]:
+    """(width, height) from the image's header, without decoding its pixels (what a pixel budget is charged)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data), formats=FORMATS).size
+    except Image.DecompressionBombError as exc:
+        raise GenprintError(f"{name}: refused as a decompression bomb ({exc})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise GenprintError(f"{name}: not a PNG, JPEG or WebP image") from None
+
+
 def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None) -> torch.Tensor:
     """Read and decode an image file; see decode_image_bytes."""
     path = Path(path)

@@ -13,14 +13,15 @@ _REPO = Path(__file__).resolve().parent.parent
 PACKAGE = Path(__file__).resolve().parent
 
 
-def _env(name: str) -> str | None:
+def variable(name: str) -> str | None:
+    """One environment variable, None when unset or empty (serving reads its `GENPRINT_<SETTING>` forms with this)."""
     value = os.environ.get(name)
     return value if value else None
 
 
 def shared_dir() -> Path | None:
     """$GENPRINT_SHARED, else a `shared` folder beside the checkout or the working directory: models and photos."""
-    if env := _env("GENPRINT_SHARED"):
+    if env := variable("GENPRINT_SHARED"):
         return Path(env) if Path(env).is_dir() else None
     for candidate in (_REPO.parent / "shared", Path.cwd().parent / "shared", Path.cwd() / "shared"):
         if candidate.is_dir():
@@ -57,46 +58,46 @@ def default_bundle_dir() -> Path:
 
 def home() -> Path:
     """$GENPRINT_HOME (~/.genprint): the registry's SQLite file, MLflow's database and artifacts, Ray Train results."""
-    return Path(_env("GENPRINT_HOME") or Path.home() / ".genprint").expanduser()
+    return Path(variable("GENPRINT_HOME") or Path.home() / ".genprint").expanduser()
 
 
 def cache_dir() -> Path:
     """$GENPRINT_CACHE (~/.cache/genprint): downloaded bundles, ONNX exports, fallback photos; safe to delete."""
-    return Path(_env("GENPRINT_CACHE") or Path.home() / ".cache" / "genprint").expanduser()
+    return Path(variable("GENPRINT_CACHE") or Path.home() / ".cache" / "genprint").expanduser()
 
 
 def registry_url() -> str:
     """$GENPRINT_DB, else a SQLite file in home()."""
-    return _env("GENPRINT_DB") or f"sqlite:///{home() / 'registry.db'}"
+    return variable("GENPRINT_DB") or f"sqlite:///{home() / 'registry.db'}"
 
 
 def api_key() -> str | None:
     """$GENPRINT_API_KEY: a tenant's key for the registry verbs."""
-    return _env("GENPRINT_API_KEY")
+    return variable("GENPRINT_API_KEY")
 
 
 def model_uri() -> str | None:
     """$GENPRINT_MODEL: the bundle `genprint serve` serves when --model is not given."""
-    return _env("GENPRINT_MODEL")
+    return variable("GENPRINT_MODEL")
 
 
 def onnx_threads() -> int | None:
     """$GENPRINT_ORT_THREADS: ONNX Runtime intra-op threads (None: its default, all cores)."""
-    value = _env("GENPRINT_ORT_THREADS")
+    value = variable("GENPRINT_ORT_THREADS")
     return int(value) if value else None
 
 
 def tracking_uri() -> str:
     """$MLFLOW_TRACKING_URI, else a SQLite file in home()."""
-    return _env("MLFLOW_TRACKING_URI") or f"sqlite:///{home().resolve() / 'mlflow.db'}"
+    return variable("MLFLOW_TRACKING_URI") or f"sqlite:///{home().resolve() / 'mlflow.db'}"
 
 
 def artifact_root() -> str:
     """$GENPRINT_ARTIFACT_ROOT (a path or s3://...), else home()/mlartifacts: where MLflow keeps run artifacts."""
-    return _env("GENPRINT_ARTIFACT_ROOT") or (home().resolve() / "mlartifacts").as_uri()
+    return variable("GENPRINT_ARTIFACT_ROOT") or (home().resolve() / "mlartifacts").as_uri()
 
 
 def ray_temp_dir() -> Path:
     """$GENPRINT_RAY_TMP, else a short folder under $TMPDIR: Ray puts Unix sockets there, whose paths must stay
     short."""
-    return Path(_env("GENPRINT_RAY_TMP") or Path(_env("TMPDIR") or "/tmp") / f"rt-{os.getuid()}")
+    return Path(variable("GENPRINT_RAY_TMP") or Path(variable("TMPDIR") or "/tmp") / f"rt-{os.getuid()}")

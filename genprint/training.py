@@ -171,6 +171,13 @@ class Trainer:
         self.model.reference.eval()
         crop = cfg.crops[int(torch.randint(len(cfg.crops), (1,), generator=self.size_gen))]
         n = self._windows(crop)
+        if crop != cfg.crops[0]:
+            # Larger crops come a pair or two a step: batch statistics over so few contents would expose the code
+            # within each complementary pair. The reader normalises them with the running statistics instead, which
+            # the first size's batches (many contents) keep up to date, as inference does.
+            for module in self.model.extractor.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         latents, target = self.targets[crop].sample(n)
         bits = torch.randint(0, 2, (n, cfg.nbits), generator=self.bits_gen).float().to(self.device)
         if cfg.complementary_pairs:  # content is shared within a pair, so it cancels out of the bit gradients

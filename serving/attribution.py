@@ -27,6 +27,7 @@ class AttributionEngine:
             reader,
             registry or Registry(settings.registry_url or None, fpr=settings.fpr),
             read_cache_size=settings.read_cache_size,
+            max_read_pixels=settings.max_request_pixels,
         )
         self.model_id, self.nbits, self.registry = reader.model_id, reader.nbits, self.attributor.registry
 

@@ -27,7 +27,7 @@ class Generation:
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.02)
     async def generate(self, jobs: list) -> list:
         # torch releases the GIL: the replica's event loop keeps taking requests (and health checks) meanwhile
-        return await asyncio.to_thread(self.engine.generate, jobs)
+        return await asyncio.to_thread(self.engine.generate_each, jobs)
 
 
 @serve.deployment(name="attribution", max_ongoing_requests=256, health_check_period_s=5)

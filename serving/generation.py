@@ -29,6 +29,13 @@ class GenerationJob:
 
 
 @dataclass
+class GenerationFailed:
+    """One job that failed on its own (its batch's other jobs were generated): the ingress answers it with 422."""
+
+    message: str
+
+
+@dataclass
 class GeneratedImage:
     png: bytes
     seed: int
@@ -112,3 +119,14 @@ class GenerationEngine:
             GeneratedImage(to_png(img), job.seed, job.fingerprint_id, self.model_id, seconds)
             for img, job in zip(images, jobs)
         ]
+
+    def generate_each(self, jobs: list[GenerationJob]) -> list[GeneratedImage | GenerationFailed]:
+        """The batch in one pass; when that fails, each job alone, so a request that breaks generation (a prompt the
+        tokenizer refuses) fails by itself and the requests batched with it still succeed."""
+        try:
+            return self.generate(jobs)
+        except Exception as exc:
+            if len(jobs) == 1:
+                log.warning("generation failed: %s", exc)
+                return [GenerationFailed(f"generation failed for this request: {str(exc).splitlines()[0][:300]}")]
+        return [result for job in jobs for result in self.generate_each([job])]

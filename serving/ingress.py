@@ -11,11 +11,20 @@ import random
 
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from ray import serve
 
 from genprint.errors import GenprintError
-from serving.intake import IntakeError, decode_image, fetch_s3, from_base64, image_from_request, read_body
+from serving.intake import (
+    IntakeError,
+    PixelBudget,
+    decode_image,
+    fetch_s3,
+    from_base64,
+    image_from_request,
+    pixels_of,
+    read_body,
+)
 from serving.settings import ServeSettings
 
 log = logging.getLogger(__name__)
@@ -95,6 +104,15 @@ def _api_key(x_api_key: str | None, authorization: str | None) -> str | None:
     return None
 
 
+def parse_json(model: type[BaseModel], body: bytes, shape: str):
+    """The body as `model`, or 422 naming what is wrong (a field, or text that is not valid JSON or Unicode)."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:3])
+        raise IntakeError(422, f"the body must be JSON {shape}: {problems}") from None
+
+
 def _is_unavailable(exc: BaseException) -> bool:
     """A replica died or is restarting: the caller should retry (503), nothing about the request was wrong."""
     import ray.exceptions as rex
@@ -149,6 +167,7 @@ class Ingress:
         self.settings = ServeSettings(**settings)
         self.tenancy = Tenancy(self.settings.registry_url, self.settings.fpr, self.settings.moderator_tenants)
         self.metrics = IngressMetrics()
+        self.pixels = PixelBudget(self.settings.max_inflight_pixels)
         self._model_info: dict | None = None
 
     async def _call(self, what: str, handle_call):
@@ -197,18 +216,23 @@ class Ingress:
         response_model=GenerateResponse,
         summary="Generate fingerprinted images for one user",
         responses={200: {"content": {"image/png": {}}, "description": "JSON, or the PNG itself with ?format=png"}},
+        openapi_extra={
+            "requestBody": {"content": {"application/json": {"schema": GenerateRequest.model_json_schema()}}}
+        },
     )
     async def generate(
         self,
-        body: GenerateRequest,
+        request: Request,
         format: str = Query("json", pattern="^(json|png)$"),
         x_api_key: str | None = Header(None),
         authorization: str | None = Header(None),
     ):
-        from serving.generation import GenerationJob
+        from serving.generation import GenerationFailed, GenerationJob
 
         principal = await self._principal(x_api_key, authorization)
         s = self.settings
+        raw = await read_body(request, s.max_request_bytes)  # bounded, like the attribution routes
+        body = parse_json(GenerateRequest, raw, "{tenant, user, prompt, seed?, num_images?}")
         if body.num_images > s.max_images_per_request:
             raise IntakeError(422, f"num_images {body.num_images} exceeds the limit of {s.max_images_per_request}")
         if len(body.prompt) > s.max_prompt_chars:
@@ -222,6 +246,8 @@ class Ingress:
         seed = body.seed if body.seed is not None else random.randrange(2**62)
         jobs = [GenerationJob(body.prompt, seed + i, fingerprint_id, code) for i in range(body.num_images)]
         done = await asyncio.gather(*(self._call("generation", self.generation.generate.remote(job)) for job in jobs))
+        if failed := next((d for d in done if isinstance(d, GenerationFailed)), None):
+            raise IntakeError(422, failed.message)
         self.metrics.generated(principal.name, len(done))
         if format == "png":
             return Response(
@@ -267,8 +293,10 @@ class Ingress:
         principal = await self._principal(x_api_key, authorization)
         body = await read_body(request, self.settings.max_request_bytes)
         data, name = await image_from_request(request, body)
-        image = await asyncio.to_thread(decode_image, data, self.settings.max_pixels, name)
-        return await self._attribute(principal, image)
+        pixels = pixels_of(data, self.settings.max_pixels, name)
+        async with self.pixels.hold(pixels):
+            image = await asyncio.to_thread(decode_image, data, self.settings.max_pixels, name)
+            return await self._attribute(principal, image)
 
     @app.post(
         "/v1/attribute/batch",
@@ -280,23 +308,29 @@ class Ingress:
     ):
         principal = await self._principal(x_api_key, authorization)
         body = await read_body(request, self.settings.max_request_bytes)
-        try:
-            batch = BatchRequest.model_validate_json(body)
-        except ValueError as exc:
-            raise IntakeError(
-                422,
-                f'the body must be JSON {{"images": [{{"base64": ...}} | {{"uri": "s3://..."}}]}}: '
-                f"{str(exc).splitlines()[0]}",
-            ) from None
+        batch = parse_json(BatchRequest, body, '{"images": [{"base64": ...} | {"uri": "s3://..."}]}')
         if not batch.images or len(batch.images) > self.settings.max_batch_images:
             raise IntakeError(
                 422, f"a batch holds 1 to {self.settings.max_batch_images} images, got {len(batch.images)}"
             )
-        return BatchResponse(
-            results=await asyncio.gather(*(self._batch_item(principal, i, item) for i, item in enumerate(batch.images)))
-        )
+        items = await asyncio.gather(*(self._batch_bytes(principal, i, item) for i, item in enumerate(batch.images)))
+        # The request's images together hold at most max_request_pixels once decoded; later ones beyond it get 413.
+        budget = self.settings.max_request_pixels
+        for item in items:
+            if isinstance(item, BatchResult):
+                continue
+            if item[2] > budget:
+                item[3] = IntakeError(
+                    413, f"{item[1]}: the request's images together exceed {self.settings.max_request_pixels} pixels"
+                )
+            else:
+                budget -= item[2]
+        async with self.pixels.hold(self.settings.max_request_pixels - budget):
+            results = await asyncio.gather(*(self._batch_item(principal, item) for item in items))
+        return BatchResponse(results=results)
 
-    async def _batch_item(self, principal, index: int, item: BatchItem) -> BatchResult:
+    async def _batch_bytes(self, principal, index: int, item: BatchItem):
+        """[id, name, pixels, bytes or IntakeError] for one batch item, or its BatchResult when it already failed."""
         name = item.id or f"images[{index}]"
         try:
             if (item.base64 is None) == (item.uri is None):
@@ -304,11 +338,25 @@ class Ingress:
             if item.base64 is not None:
                 data = from_base64(item.base64, name)
             else:
-                data = await asyncio.to_thread(fetch_s3, item.uri, self.settings.max_request_bytes, name)
-            image = await asyncio.to_thread(decode_image, data, self.settings.max_pixels, name)
-            return BatchResult(id=item.id, result=await self._attribute(principal, image))
+                s = self.settings
+                data = await asyncio.to_thread(
+                    fetch_s3, item.uri, s.max_request_bytes, name, s.image_uri_prefixes, principal.name
+                )
+            return [item.id, name, pixels_of(data, self.settings.max_pixels, name), data]
         except IntakeError as exc:
             return BatchResult(id=item.id, error=str(exc), status=exc.status)
+
+    async def _batch_item(self, principal, item) -> BatchResult:
+        if isinstance(item, BatchResult):
+            return item
+        item_id, name, _, data = item
+        try:
+            if isinstance(data, IntakeError):
+                raise data
+            image = await asyncio.to_thread(decode_image, data, self.settings.max_pixels, name)
+            return BatchResult(id=item_id, result=await self._attribute(principal, image))
+        except IntakeError as exc:
+            return BatchResult(id=item_id, error=str(exc), status=exc.status)
 
     @app.get(
         "/v1/users", summary="A page of the caller's users (a moderator may name any tenant); fingerprint ids, no bits"

@@ -5,8 +5,10 @@ as `detail`. Image decoding itself is genprint.imageio's (pixel limit, bombs, RG
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 from urllib.parse import urlparse
 
 import numpy as np
@@ -76,6 +78,21 @@ def decode_image(data: bytes, max_pixels: int, name: str) -> np.ndarray:
         raise IntakeError(422, str(exc)) from None
 
 
+def pixels_of(data: bytes, max_pixels: int, name: str) -> int:
+    """The pixels `data` decodes to, read from its header: 422 when it is no image or larger than max_pixels."""
+    from genprint.imageio import peek_size
+
+    try:
+        width, height = peek_size(data, name)
+    except GenprintError as exc:
+        raise IntakeError(422, str(exc)) from None
+    if width * height > max_pixels:
+        raise IntakeError(
+            422, f"{name}: {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} pixels"
+        )
+    return width * height
+
+
 def from_base64(text: str, name: str) -> bytes:
     try:
         return base64.b64decode(text, validate=True)
@@ -83,13 +100,22 @@ def from_base64(text: str, name: str) -> bytes:
         raise IntakeError(422, f"{name}: 'base64' is not valid base64") from None
 
 
-def fetch_s3(uri: str, limit: int, name: str) -> bytes:
-    """One object from S3 (credentials and endpoint from the standard AWS chain), refused past `limit` bytes."""
+def uri_allowed(uri: str, prefixes: list[str], tenant: str) -> bool:
+    """Whether `uri` lies under one of the configured prefixes ('{tenant}' in a prefix is the caller's tenant)."""
+    return any(uri.startswith(p.replace("{tenant}", tenant)) for p in prefixes) and "/../" not in uri + "/"
+
+
+def fetch_s3(uri: str, limit: int, name: str, prefixes: list[str], tenant: str) -> bytes:
+    """One object from S3 (credentials and endpoint from the standard AWS chain), refused past `limit` bytes.
+    Only URIs under the tenant's configured prefixes are read, and a failure says nothing about why (whether the key
+    exists is not for the caller to learn)."""
     from genprint.storage import s3_client
 
     parsed = urlparse(uri)
     if parsed.scheme != "s3" or not parsed.netloc or not parsed.path.strip("/"):
         raise IntakeError(422, f"{name}: {uri!r} is not an s3://BUCKET/KEY URI")
+    if not uri_allowed(uri, prefixes, tenant):
+        raise IntakeError(403, f"{name}: this deployment reads s3:// images only under its configured prefixes")
     client = s3_client()
     bucket, key = parsed.netloc, parsed.path.lstrip("/")
     try:
@@ -99,5 +125,28 @@ def fetch_s3(uri: str, limit: int, name: str) -> bytes:
         return client.get_object(Bucket=bucket, Key=key)["Body"].read(limit + 1)[:limit]
     except IntakeError:
         raise
-    except Exception as exc:  # botocore: no such key/bucket, access denied, endpoint down
-        raise IntakeError(422, f"{name}: cannot read {uri}: {str(exc).splitlines()[0]}") from None
+    except Exception:  # botocore: no such key/bucket, access denied, endpoint down; all alike to the caller
+        raise IntakeError(422, f"{name}: cannot read {uri}") from None
+
+
+class PixelBudget:
+    """Decoded pixels one ingress replica holds at once. A request takes its images' pixels (counted from their
+    headers) before decoding them and gives them back when answered; while the budget is spent, later requests wait.
+    One request may never take more than the whole budget."""
+
+    def __init__(self, total: int):
+        self.total, self.used = total, 0
+        self._freed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, pixels: int):
+        pixels = min(pixels, self.total)
+        async with self._freed:
+            await self._freed.wait_for(lambda: self.used + pixels <= self.total)
+            self.used += pixels
+        try:
+            yield
+        finally:
+            async with self._freed:
+                self.used -= pixels
+                self._freed.notify_all()

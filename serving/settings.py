@@ -3,14 +3,16 @@ application `args` (or `serve run serving.apps:ingress_app key=value`), which wi
 
 from __future__ import annotations
 
-import os
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
+from genprint import settings
 from genprint.errors import GenprintError
+from genprint.inversion import STEPS
 
 ENV_PREFIX = "GENPRINT_"
+LISTS = ("moderator_tenants", "image_uri_prefixes")  # comma-separated in the environment
 
 
 class ServeSettings(BaseModel):
@@ -42,6 +44,17 @@ class ServeSettings(BaseModel):
     max_pixels: int = Field(
         4096 * 4096, ge=64 * 64, description="largest image (width x height) accepted for attribution"
     )
+    max_request_pixels: int = Field(
+        4096 * 4096, ge=64 * 64, description="most decoded pixels one attribution request holds, its images together"
+    )
+    max_inflight_pixels: int = Field(
+        4 * 4096 * 4096, ge=64 * 64, description="decoded pixels an ingress replica holds at once; later requests wait"
+    )
+    image_uri_prefixes: list[str] = Field(
+        default_factory=list,
+        description="s3:// prefixes batch attribution may read images from, '{tenant}' standing for the caller's "
+        "tenant (empty: no s3:// images; environment: comma-separated)",
+    )
     max_batch_images: int = Field(64, ge=1, description="most images in one JSON attribution batch")
     reader: Literal["cnn", "inversion"] = Field(
         "cnn",
@@ -49,7 +62,7 @@ class ServeSettings(BaseModel):
         "'inversion', the forensic reader that fits each image through the decoder (far more bits, "
         "a decoder pass per step: give its replicas a GPU)",
     )
-    inversion_steps: int = Field(100, ge=1, le=2000, description="the inversion reader's fitting steps per image")
+    inversion_steps: int = Field(STEPS, ge=1, le=2000, description="the inversion reader's fitting steps per image")
     read_cache_size: int = Field(
         4096,
         ge=0,
@@ -67,9 +80,9 @@ class ServeSettings(BaseModel):
         """Environment first, explicit args over it; a bad value is a GenprintError naming the field."""
         values: dict[str, Any] = {}
         for name in cls.model_fields:
-            env = os.environ.get(ENV_PREFIX + name.upper())
-            if env not in (None, ""):
-                values[name] = [v.strip() for v in env.split(",") if v.strip()] if name == "moderator_tenants" else env
+            env = settings.variable(ENV_PREFIX + name.upper())
+            if env is not None:
+                values[name] = [v.strip() for v in env.split(",") if v.strip()] if name in LISTS else env
         values.update({k: v for k, v in (args or {}).items() if v is not None})
         try:
             return cls(**values)

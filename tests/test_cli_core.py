@@ -246,3 +246,89 @@ def test_train_with_workers_hands_its_options_and_overrides_to_ray_train(monkeyp
     )
     assert seen["config"].steps == 5 and seen["config"].lr.at(0) == 0.002 and seen["config"].extractor == {"margin": 8}
     assert main(["train", "--config", "tiny", "--out", "o", "--set", "lr"]) == 2  # not KEY=VALUE: one clear error
+
+
+def test_registry_commands_are_quiet_unless_asked(tmp_path):
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    quiet = run("tenants", "create", "acme", "--db", db)
+    assert "alembic" not in quiet.stderr and "INFO" not in quiet.stderr, quiet.stderr
+    loud = run("-v", "tenants", "list", "--db", db)
+    assert "alembic" in loud.stderr  # the migration notes are there for whoever asks
+
+
+def test_extract_and_render_check_every_input_before_writing(untrained_bundle_dir, tmp_path):
+    """One image loader for every verb: a header claiming 50,000 x 50,000 px is refused before decoding, and a bad
+    image among good ones leaves no output written."""
+    import io
+    import struct
+    import zlib
+
+    def claiming(width: int, height: int) -> bytes:
+        """A real PNG whose header claims another size: readers see the size before any pixel."""
+        buf = io.BytesIO()
+        Image.new("RGB", (64, 64)).save(buf, format="PNG")
+        data = bytearray(buf.getvalue())
+        data[16:24] = struct.pack(">II", width, height)
+        data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+        return bytes(data)
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(claiming(50_000, 50_000))
+    assert "decompression bomb" in error_line(run("extract", "--model", untrained_bundle_dir, "--json", bomb, ok=False))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray((np.random.default_rng(1).random((64, 72, 3)) * 255).astype(np.uint8)).save(folder / name)
+    (folder / "c.png").write_bytes(claiming(5_000, 5_000))  # 25 Mpx: over the 4096 x 4096 limit
+    out = tmp_path / "out"
+    line = error_line(
+        run("render", "--model", untrained_bundle_dir, "--no-fingerprint", "--input", folder, "--output", out, ok=False)
+    )
+    assert "c.png" in line and "exceeds the limit" in line
+    assert not out.exists() or not any(out.iterdir())  # nothing written: the bad input was found first
+
+
+def test_bundles_are_verified_written_whole_and_schema_checked(untrained_bundle_dir, tmp_path):
+    from genprint.bundle import load_bundle, read_config, save_bundle
+
+    bundle = tmp_path / "b"
+    shutil.copytree(untrained_bundle_dir, bundle)
+    config = json.loads((bundle / "config.json").read_text())
+    assert set(config["files"]) >= {"decoder", "reference_decoder", "mapping", "extractor"}
+    # weights that are not what config.json records do not load, and attribute says so (exit 2)
+    (bundle / "extractor.safetensors").write_bytes(b"garbage")
+    good = tmp_path / "good.png"
+    Image.new("RGB", (64, 64)).save(good)
+    for argv in (("extract", "--model", bundle, "--json", good), ("attribute", "--model", bundle, good)):
+        assert "does not match the sha256" in error_line(run(*argv, ok=False))
+    (bundle / "extractor.safetensors").unlink()
+    assert "is missing from the bundle" in error_line(
+        run("export", "--model", bundle, "--fingerprint", "00" * 6, "--out", tmp_path / "x", ok=False)
+    )
+    # a model_id that is not the files' digest (say, one that walks out of the ONNX cache) is refused
+    for field, value, message in (
+        ("model_id", "../../escape", "not the digest"),
+        ("nbits", "48", "mistyped fields"),
+        ("extractor", None, "mistyped fields"),
+    ):
+        broken = tmp_path / f"bad-{field}"
+        shutil.copytree(untrained_bundle_dir, broken)
+        (broken / "config.json").write_text(json.dumps({**config, field: value}))
+        assert message in error_line(run("extract", "--model", broken, "--json", good, ok=False))
+    # a save replaces an old bundle in one rename: never the old config with the new weights
+    model = load_bundle(untrained_bundle_dir)
+    target = tmp_path / "saved"
+    save_bundle(model, target)
+    first = read_config(target)["model_id"]
+    with torch_no_grad():
+        for affine in model.mapping.affines:
+            affine.weight.add_(0.1)
+    save_bundle(model, target)
+    assert read_config(target)["model_id"] != first and load_bundle(target).bundle_config["model_id"] != first
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".saved")) == []  # no staging left behind
+
+
+def torch_no_grad():
+    import torch
+
+    return torch.no_grad()

@@ -298,3 +298,120 @@ def test_killed_bulk_issuance_leaves_nothing(url, reg, acme):
         # the killed writer held no lasting lock, and the request id is free to be used for real
         done = fresh.register_users(fresh.authenticate(key), MODEL, 48, count=100, request_id="bulk")
         assert len(done) == 100 and not done.replayed
+
+
+def _tamper(reg, statement: str) -> None:
+    """What a role that owns the tables can do: switch the append-only triggers off and edit a row."""
+    with reg.engine.connect() as conn, conn.begin():
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("DROP TRIGGER audit_log_no_update")
+        else:
+            conn.exec_driver_sql("ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only")
+        conn.exec_driver_sql(statement)
+
+
+def test_audit_chain_shows_where_the_log_was_edited(reg, acme, capsys, monkeypatch):
+    from genprint.cli import main
+
+    tenant, _ = acme
+    codes = dict(reg.register_users(tenant, MODEL, 48, names=["alice", "bob"]))
+    reg.attribute_many([codes["alice"], codes["bob"]], MODEL, labels=["a.png", "b.png"])
+    report = reg.verify_audit()
+    assert (
+        report["ok"] and report["rows_checked"] == 4 and report["rows_before_the_chain"] == 0
+    )  # tenant, issue, 2 queries
+    monkeypatch.delenv("GENPRINT_DB", raising=False)
+    assert main(["audit", "verify", "--db", reg.url]) == 0
+    assert report["head"] in capsys.readouterr().out
+    _tamper(reg, 'UPDATE audit_log SET detail = \'{"label": "nothing to see"}\' WHERE id = 3')
+    report = reg.verify_audit()
+    assert not report["ok"] and report["first_broken_row"] == 3 and report["rows_checked"] == 2
+    assert main(["audit", "verify", "--db", reg.url]) == 1
+    assert "BROKEN at row 3" in capsys.readouterr().out
+
+
+@pytest.mark.postgres
+def test_the_serving_role_cannot_edit_or_unprotect_the_audit_log(postgres_url):
+    """The owner migrates and grants; serving connects as a role that issues, attributes and appends only."""
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    engine = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+        conn.execute(text(f"CREATE ROLE svc_{name} LOGIN"))
+    engine.dispose()
+    owner_url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    with Registry(owner_url) as owner:
+        tenant, key = owner.create_tenant("acme")
+        owner.grant_service_role(f"svc_{name}")
+    service_url = owner_url.replace("genprint@", f"svc_{name}@")
+    with Registry(service_url) as service:  # at the schema's head already: no DDL needed, none attempted
+        code = service.register_users(service.authenticate(key), MODEL, 48, names=["alice"]).fingerprints[0]
+        assert service.attribute(code, MODEL).user == "alice"
+        with service.engine.connect() as conn:
+            for statement in (
+                "DELETE FROM audit_log",
+                "UPDATE audit_log SET action = 'x'",
+                "ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only",
+                "DROP TRIGGER audit_log_append_only ON audit_log",
+            ):
+                with pytest.raises(Exception, match="permission denied|must be owner"):
+                    with conn.begin():
+                        conn.exec_driver_sql(statement)
+        assert service.verify_audit()["ok"]
+    with Registry(owner_url) as owner:
+        assert owner.verify_audit()["rows_checked"] == 4  # tenant, grant, issuance, attribution
+
+
+def test_registry_files_and_urls_keep_secrets(tmp_path):
+    from genprint.registry.store import safe_url
+
+    with pytest.raises(GenprintError, match="no folder"):
+        Registry(f"sqlite:///{tmp_path / 'typo' / 'registry.db'}")
+    assert not (tmp_path / "typo").exists()
+    with Registry(f"sqlite:///{tmp_path / 'r.db'}"):
+        pass
+    assert (tmp_path / "r.db").stat().st_mode & 0o777 == 0o600
+    url = "postgresql+psycopg://genprint:s3cret-pw@127.0.0.1:1/none"
+    with pytest.raises(GenprintError) as caught:
+        Registry(url)
+    assert "s3cret-pw" not in str(caught.value) and "***" in str(caught.value)
+    assert "s3cret" not in safe_url(url)
+
+
+HOLDING_WRITER = textwrap.dedent("""
+    import sys, time
+    from sqlalchemy import event
+    from genprint.registry import Registry
+    reg = Registry(sys.argv[1])
+    tenant = reg.authenticate(sys.argv[2])
+
+    @event.listens_for(reg.engine, "before_cursor_execute")
+    def pause(conn, cursor, statement, params, context, executemany):
+        if statement.startswith("INSERT INTO fingerprints"):
+            print("HOLDING", flush=True)  # a bulk issuance midway: on SQLite it holds the write lock
+            time.sleep(60)
+
+    reg.register_users(tenant, "model-a", 48, count=5000)
+""")
+
+
+def test_an_attribution_never_waits_unbounded_behind_a_bulk_issuance(url, reg, acme, monkeypatch):
+    """While an issuance holds SQLite's write lock, an attribution answers "busy, retry" after a bounded wait
+    instead of queueing behind it; on PostgreSQL it is not blocked at all."""
+    from genprint.registry import store
+
+    monkeypatch.setattr(store, "AUDIT_WAIT_S", 0.5)
+    tenant, key = acme
+    code = reg.register_users(tenant, MODEL, 48, names=["alice"]).fingerprints[0]
+    proc = subprocess.Popen([sys.executable, "-c", HOLDING_WRITER, url, key], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "HOLDING"
+        if reg.engine.dialect.name == "sqlite":
+            with pytest.raises(store.RegistryBusyError, match="retry"):
+                reg.attribute(code, MODEL)
+        else:
+            assert reg.attribute(code, MODEL).user == "alice"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert reg.attribute(code, MODEL).user == "alice"  # the lock gone, attribution writes its audit row again

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -82,6 +84,8 @@ def stack(tmp_path_factory, s3_server):
             "steps": 1,
             "max_pixels": MAX_SIDE * MAX_SIDE,
             "max_request_bytes": MAX_BYTES,
+            "max_request_pixels": 4 * 64 * 64,  # four of the 64 px renders per attribution request
+            "image_uri_prefixes": ["s3://serving-test/imgs/", "s3://serving-test/{tenant}/"],
             "generation_batch_size": 8,
             "batch_wait_timeout_s": 0.3,
             "moderator_tenants": ["mods"],
@@ -282,6 +286,8 @@ def test_json_batch_of_base64_and_s3_images_with_per_item_errors(stack):
         {"id": "b64", "base64": base64.b64encode(good).decode()},
         {"id": "s3", "uri": f"s3://{stack['bucket']}/imgs/a.png"},
         {"id": "missing", "uri": f"s3://{stack['bucket']}/imgs/none.png"},
+        {"id": "elsewhere", "uri": f"s3://{stack['bucket']}/private/a.png"},
+        {"id": "escape", "uri": f"s3://{stack['bucket']}/imgs/../private/a.png"},
         {"id": "junk", "base64": "@@@"},
         {"id": "both", "base64": "AA==", "uri": "s3://x/y"},
     ]
@@ -291,7 +297,12 @@ def test_json_batch_of_base64_and_s3_images_with_per_item_errors(stack):
     assert r.status_code == 200, r.text
     res = {x["id"]: x for x in r.json()["results"]}
     assert res["b64"]["result"] == res["s3"]["result"] == attribute(stack, good).json()
-    assert res["missing"]["status"] == 422 and "cannot read" in res["missing"]["error"]
+    # a missing key and an unreadable one read alike (nothing says whether a key exists); outside the prefixes: 403
+    assert res["missing"]["status"] == 422 and res["missing"]["error"] == f"missing: cannot read {items[2]['uri']}"
+    assert (
+        res["elsewhere"]["status"] == res["escape"]["status"] == 403
+        and "configured prefixes" in res["elsewhere"]["error"]
+    )
     assert res["junk"]["status"] == 422 and "not valid base64" in res["junk"]["error"]
     assert res["both"]["status"] == 422 and "exactly one" in res["both"]["error"]
     bad = stack["client"].post(
@@ -300,6 +311,63 @@ def test_json_batch_of_base64_and_s3_images_with_per_item_errors(stack):
         headers={"X-API-Key": stack["keys"]["acme"], "Content-Type": "application/json"},
     )
     assert bad.status_code == 422 and "must be JSON" in bad.json()["detail"]
+
+
+def test_a_request_holds_a_bounded_number_of_pixels(stack):
+    """A batch's images together decode to at most max_request_pixels: the ones beyond it are refused (413)."""
+    good = base64.b64encode(a_render(stack)).decode()
+    r = stack["client"].post(
+        "/v1/attribute/batch",
+        json={"images": [{"id": str(i), "base64": good} for i in range(6)]},
+        headers={"X-API-Key": stack["keys"]["acme"]},
+    )
+    assert r.status_code == 200, r.text
+    statuses = [x["status"] for x in r.json()["results"]]
+    assert statuses == [200] * 4 + [413] * 2, statuses
+
+
+def test_generate_bounds_its_body_and_a_bad_prompt_fails_alone(stack):
+    """A body over the limit is refused before it is read in full; a prompt that cannot be encoded fails its own
+    request (422) and the requests sent with it still generate."""
+    big = b'{"tenant": "acme", "user": "alice", "prompt": "' + b"a" * MAX_BYTES + b'"}'
+    r = stack["client"].post(
+        "/v1/generate", content=big, headers={"X-API-Key": stack["keys"]["acme"], "Content-Type": "application/json"}
+    )
+    assert r.status_code == 413, r.text
+    prompts = ["a red bird", "\ud800", "a blue bird", "a green bird"]
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(
+            pool.map(
+                lambda p: stack["client"].post(
+                    "/v1/generate",
+                    content=json.dumps({"tenant": "acme", "user": "alice", "prompt": p, "seed": 3}),
+                    headers={"X-API-Key": stack["keys"]["acme"], "Content-Type": "application/json"},
+                ),
+                prompts,
+            )
+        )
+    assert [a.status_code for a in answers] == [200, 422, 200, 200], [a.text[:200] for a in answers]
+    assert "Invalid JSON" in answers[1].json()["detail"], answers[1].text  # a lone surrogate is no JSON string
+
+
+def test_a_job_that_breaks_generation_fails_alone_in_its_batch(untrained_bundle_dir):
+    """The engine (no Ray): when a batch fails, each job is tried alone, so only the breaking one fails."""
+    from serving.generation import GeneratedImage, GenerationEngine, GenerationFailed, GenerationJob
+    from serving.settings import ServeSettings
+
+    engine = GenerationEngine(ServeSettings(model=str(untrained_bundle_dir), image_size=64, steps=1, device="cpu"))
+    latents = engine.latents
+
+    def fragile(jobs):
+        if any(job.prompt == "boom" for job in jobs):
+            raise ValueError("the tokenizer refuses this prompt")
+        return latents(jobs)
+
+    engine.latents = fragile
+    jobs = [GenerationJob(p, 1, "fp", "ab" * 6) for p in ("a cat", "boom", "a dog")]
+    results = engine.generate_each(jobs)
+    assert [type(r) for r in results] == [GeneratedImage, GenerationFailed, GeneratedImage]
+    assert "tokenizer refuses" in results[1].message
 
 
 def test_killed_replica_under_load_recovers(stack):
@@ -397,3 +465,56 @@ def test_the_photos_pipeline_renders_a_photo_chosen_by_prompt_and_seed(untrained
     render = torch.from_numpy(first.astype(np.float32) / 255).permute(2, 0, 1)[None]
     scores = sorted(psnr(render, PhotoPipeline.fitted(p, 128, 128)[None]).item() for p in resolve_photos(None))
     assert scores[-1] > 22 and scores[-1] - scores[-2] > 5, scores[-3:]  # the decoder's re-rendering of one photo
+
+
+def test_genprint_serve_shuts_down_cleanly_on_sigterm(untrained_bundle_dir, tmp_path):
+    """SIGTERM (what Kubernetes and systemd send) stops Serve and Ray, leaves no Ray process behind and removes
+    Ray's temp dir, which lives under $TMPDIR."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from pipelines.ray_runtime import free_port
+
+    short = Path(tempfile.mkdtemp(prefix="s", dir="/tmp"))  # Ray's socket paths under it must stay short
+    env = {**os.environ, "TMPDIR": str(short), "GENPRINT_HOME": str(tmp_path / "home")}
+    env.pop("GENPRINT_RAY_TMP", None)
+    argv = [
+        sys.executable,
+        "-m",
+        "genprint",
+        "serve",
+        "--model",
+        str(untrained_bundle_dir),
+        "--port",
+        str(free_port()),
+        "--metrics-port",
+        str(free_port()),
+        "--image-size",
+        "64",
+        "--steps",
+        "1",
+    ]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "SIGTERM stops it" in line:
+                break
+        assert proc.poll() is None, "".join(lines)
+        ray_dirs = list((short / f"rt-{os.getuid()}").iterdir())
+        assert ray_dirs, "Ray's temp dir is under $TMPDIR"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0, proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not any(d.exists() for d in ray_dirs)
+    leftovers = subprocess.run(["pgrep", "-f", str(ray_dirs[0])], capture_output=True, text=True).stdout.split()
+    assert not leftovers, f"Ray processes left behind: {leftovers}"
+    bad = subprocess.run([*argv[:4], "--model", str(short / "nowhere")], env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "no bundle directory" in bad.stderr and "Traceback" not in bad.stderr

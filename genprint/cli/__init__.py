@@ -11,8 +11,23 @@ import sys
 from genprint.allocator import keep_freed_memory
 from genprint.errors import GenprintError
 
+# Libraries whose INFO lines (alembic's migration notes on every registry command) show only with -v.
+QUIET = ("alembic", "httpx", "urllib3", "botocore", "mlflow")
 # Subcommand modules, in the order `--help` lists them.
-COMMANDS = ["train", "render", "extract", "eval", "export", "tenants", "users", "attribute", "models", "serve", "demo"]
+COMMANDS = [
+    "train",
+    "render",
+    "extract",
+    "eval",
+    "export",
+    "tenants",
+    "users",
+    "attribute",
+    "audit",
+    "models",
+    "serve",
+    "demo",
+]
 
 
 def console():
@@ -46,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    if not args.verbose:  # a CLI is quiet unless asked: libraries' progress chatter only with -v
+        for name in QUIET:
+            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except GenprintError as exc:

@@ -54,26 +54,31 @@ def settings_from_args(args):
 
 
 def run(args) -> int:
+    import signal
     import threading
 
+    from genprint.bundle import read_config
+    from pipelines.tracking import resolve_model
     from serving.local import LocalServe
 
     settings = settings_from_args(args)
-    if not settings.model:  # the shipped bundle, resolved here so that the message names it once
-        from genprint.bundle import default_bundle
-
-        settings = settings.model_copy(update={"model": str(default_bundle())})
-    print(
-        f"starting Ray Serve on http://{args.host}:{args.port} "
-        f"(model {settings.model}, pipeline {settings.pipeline}) ..."
-    )
+    # Resolved and checked here, before Ray starts: a wrong --model is one clear line, not a failed deployment.
+    bundle = resolve_model(settings.model or None)
+    read_config(bundle)
+    settings = settings.model_copy(update={"model": str(bundle)})
+    where = f"http://{args.host}:{args.port}"
+    print(f"starting Ray Serve on {where} (model {settings.model}, pipeline {settings.pipeline}) ...")
+    stop = threading.Event()
     with LocalServe(settings, host=args.host, port=args.port, metrics_port=args.metrics_port) as stack:
+        # After Ray's start, whose driver would otherwise take SIGTERM and leave its agents and temp dir behind:
+        # both signals end the wait, and leaving the block shuts Serve and Ray down and removes the temp dir.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, frame: stop.set())
         print(
-            f"ready: model {stack.ready.get('model_id')}  docs {stack.url}/docs  metrics http://{args.host}:{args.metrics_port}/metrics"
+            f"ready: model {stack.ready.get('model_id')}  docs {stack.url}/docs  "
+            f"metrics http://{args.host}:{args.metrics_port}/metrics"
         )
-        print("Ctrl-C stops it")
-        try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            print("stopping ...")
+        print("Ctrl-C or SIGTERM stops it", flush=True)
+        stop.wait()
+        print("stopping ...", flush=True)
     return 0

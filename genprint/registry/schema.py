@@ -102,3 +102,4 @@ class AuditEvent(Base):
     tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id"), nullable=True)
     action: Mapped[str] = mapped_column(String(32))
     detail: Mapped[dict] = mapped_column(JSON)
+    chain: Mapped[str | None] = mapped_column(String(64), nullable=True)  # genprint.registry.audit

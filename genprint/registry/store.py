@@ -22,10 +22,12 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import Connection, create_engine, event, func, insert, select, text, update
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
+from genprint import settings
 from genprint.errors import GenprintError
 from genprint.fingerprint import Decision, check_nbits, corrected_p_value, from_hex, pack
+from genprint.registry import audit
 from genprint.registry.codes import default_min_distance, hex_to_words, issue_codes, words_to_hex
 from genprint.registry.matcher import Matcher
 from genprint.registry.schema import ApiKey, AuditEvent, Fingerprint, IssuanceRequest, ModelVersion, User, utcnow
@@ -48,9 +50,25 @@ class RevokedError(GenprintError):
     """The user is revoked: it keeps its record for attribution but may not generate (HTTP 403)."""
 
 
+class RegistryBusyError(GenprintError):
+    """The registry could not take a write within its bound (SQLite during a bulk issuance): retry (HTTP 503)."""
+
+
+# How long an attribution waits to write its audit row: a bulk issuance on SQLite holds the write lock throughout.
+AUDIT_WAIT_S = 5.0
+
+
 def default_url() -> str:
-    """$GENPRINT_DB, else a SQLite file at ~/.genprint/registry.db."""
-    return os.environ.get("GENPRINT_DB") or f"sqlite:///{Path('~/.genprint/registry.db').expanduser()}"
+    """$GENPRINT_DB, else a SQLite file in $GENPRINT_HOME (genprint.settings.registry_url)."""
+    return settings.registry_url()
+
+
+def safe_url(url: str) -> str:
+    """The URL as messages and logs may show it: any password masked."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not even a URL: it holds no password we could find
+        return re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url)
 
 
 @dataclass(frozen=True)
@@ -108,6 +126,17 @@ class Attribution:
         return asdict(self)
 
 
+def _without(message: str, url: str) -> str:
+    """`message` with the URL's password removed, wherever a driver repeated it."""
+    password = make_url(url).password if "://" in url else None
+    return message.replace(password, "***") if password else message
+
+
+def _is_lock_timeout(exc: OperationalError) -> bool:
+    text_ = str(exc.orig).lower()
+    return "locked" in text_ or "lock timeout" in text_ or "canceling statement due to lock timeout" in text_
+
+
 def _hash_key(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
 
@@ -121,12 +150,20 @@ def _check_name(kind: str, name: str) -> str:
     return name
 
 
-def _engine(url: str) -> Engine:
+def _engine(url: str, default: bool) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
     if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        path = Path(parsed.database).expanduser()
+        if default:  # genprint's own folder is made on first use; a URL someone typed must name an existing one
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        elif not path.parent.is_dir():
+            raise GenprintError(
+                f"no folder {path.parent} for the registry file {path.name}: check the URL or create the folder"
+            )
+        if not path.exists():  # the registry holds every user's code: readable by its owner only
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     engine = create_engine(url, connect_args={"timeout": 60})
 
     @event.listens_for(engine, "connect")
@@ -149,20 +186,23 @@ def _engine(url: str) -> Engine:
 
 class Registry:
     """The registry database. `Registry(url)` opens (and migrates to the latest schema) a SQLite file or
-    PostgreSQL database; `url=None` uses $GENPRINT_DB or ~/.genprint/registry.db.
+    PostgreSQL database; `url=None` uses $GENPRINT_DB or $GENPRINT_HOME/registry.db.
 
     fpr: default attribution false-positive rate per query (corrected for the number of registered users).
     """
 
     def __init__(self, url: str | None = None, fpr: float = DEFAULT_FPR):
         self.url = url or default_url()
+        self.safe_url = safe_url(self.url)
         if not 0 < fpr < 1:
             raise GenprintError(f"false-positive rate must be in (0, 1), got {fpr}")
         self.fpr = fpr
         try:
-            self.engine = _engine(self.url)
+            self.engine = _engine(self.url, default=self.url == f"sqlite:///{settings.home() / 'registry.db'}")
+        except GenprintError:
+            raise
         except Exception as exc:
-            raise GenprintError(f"cannot open registry {self.url!r}: {exc}") from None
+            raise GenprintError(f"cannot open registry {self.safe_url!r}: {_without(str(exc), self.url)}") from None
         self._matchers: dict[int, tuple[Matcher, int]] = {}  # model version pk -> (matcher, last fingerprint id)
         self._lock = threading.Lock()
         self._migrate()
@@ -192,14 +232,31 @@ class Registry:
         except GenprintError:
             raise
         except Exception as exc:
-            raise GenprintError(f"cannot open registry {self.url!r}: {str(exc).splitlines()[0]}") from None
+            detail = _without(str(exc).splitlines()[0], self.url)
+            raise GenprintError(f"cannot open registry {self.safe_url!r}: {detail}") from None
 
     @contextmanager
-    def _write(self):
+    def _write(self, wait: float | None = None):
+        """A write transaction; with `wait`, give up (RegistryBusyError) when the write lock is not free by then."""
         with self.engine.connect() as conn:
             conn = conn.execution_options(write=True)
-            with conn.begin():
-                yield conn
+            sqlite = conn.dialect.name == "sqlite"
+            if wait is not None and sqlite:  # before BEGIN IMMEDIATE, which is where SQLite waits for the lock
+                conn.connection.dbapi_connection.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+            try:
+                with conn.begin():
+                    if wait is not None and not sqlite:
+                        conn.execute(text(f"SET LOCAL lock_timeout = '{int(wait * 1000)}ms'"))
+                    yield conn
+            except OperationalError as exc:
+                if wait is None or not _is_lock_timeout(exc):
+                    raise
+                raise RegistryBusyError(
+                    "the registry is busy (a bulk issuance holds its write lock); retry in a few seconds"
+                ) from None
+            finally:
+                if wait is not None and sqlite:
+                    conn.connection.dbapi_connection.execute("PRAGMA busy_timeout = 60000")
 
     @contextmanager
     def _read(self):
@@ -209,9 +266,47 @@ class Registry:
 
     @staticmethod
     def _audit(conn: Connection, action: str, tenant_id: int | None, detail: dict | list[dict]) -> None:
+        """Append audit rows, each chained to the one before (genprint.registry.audit)."""
         details = detail if isinstance(detail, list) else [detail]
         now = utcnow()
-        conn.execute(insert(AuditEvent), [dict(at=now, tenant_id=tenant_id, action=action, detail=d) for d in details])
+        if conn.dialect.name == "postgresql":  # SQLite's writers are one at a time already (BEGIN IMMEDIATE)
+            conn.execute(text(f"SELECT pg_advisory_xact_lock({audit.CHAIN_LOCK})"))
+        previous = conn.scalar(select(AuditEvent.chain).order_by(AuditEvent.id.desc()).limit(1)) or audit.GENESIS
+        rows = []
+        for d in details:
+            previous = audit.link(previous, now, tenant_id, action, d)
+            rows.append(dict(at=now, tenant_id=tenant_id, action=action, detail=d, chain=previous))
+        conn.execute(insert(AuditEvent), rows)
+
+    def verify_audit(self) -> dict:
+        """Walk the audit log's hash chain: {"ok", "rows_checked", "rows_before_the_chain", "first_broken_row",
+        "head"}. Keep the head elsewhere: a log cut short at its end still verifies, but ends at another head."""
+        q = select(
+            AuditEvent.id, AuditEvent.at, AuditEvent.tenant_id, AuditEvent.action, AuditEvent.detail, AuditEvent.chain
+        ).order_by(AuditEvent.id)
+        with self._read() as conn:
+            return audit.verify(conn.execute(q.execution_options(yield_per=10_000)))
+
+    def grant_service_role(self, role: str) -> None:
+        """PostgreSQL: give `role` what serving needs and no more. It reads, issues, revokes and appends to the audit
+        log; it cannot update or delete audit rows, alter tables or drop the triggers (it owns nothing). Run this as
+        the role that owns the tables (the one that ran the migrations)."""
+        if self.engine.dialect.name != "postgresql":
+            raise GenprintError("separate database roles are PostgreSQL's; a SQLite registry is one file and its owner")
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", role):
+            raise GenprintError(f"role name {role!r} is invalid: lowercase letters, digits and _")
+        tables = "tenants, api_keys, users, model_versions, issuance_requests, fingerprints, audit_log, alembic_version"
+        with self._write() as conn:
+            conn.execute(text(f"GRANT SELECT ON {tables} TO {role}"))
+            conn.execute(
+                text(
+                    f"GRANT INSERT ON tenants, api_keys, users, model_versions, issuance_requests, "
+                    f"fingerprints, audit_log TO {role}"
+                )
+            )
+            conn.execute(text(f"GRANT UPDATE ON api_keys, users, model_versions TO {role}"))
+            conn.execute(text(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}"))
+            self._audit(conn, "role.grant", None, {"role": role})
 
     # --- tenants and keys -----------------------------------------------------------------------------------------
     def create_tenant(self, name: str) -> tuple[Tenant, str]:
@@ -683,7 +778,7 @@ class Registry:
                 )
             )
             k += 1
-        with self._write() as conn:
+        with self._write(wait=AUDIT_WAIT_S) as conn:  # bounded: an attribution never queues behind a bulk issuance
             self._audit(
                 conn,
                 "attribute",
