@@ -134,3 +134,27 @@ def test_the_inversion_reader_attributes_in_the_actors(setup, readable_bundle):
     rows = read_rows(str(setup["root"] / "readable-out"))
     assert rows["bob.png"]["attributed"] and rows["bob.png"]["user"] == "bob", rows["bob.png"]
     assert not rows["original.png"]["attributed"], rows["original.png"]
+
+
+def test_a_rerun_resumes_where_the_job_stopped(setup):
+    """Rows are written as blocks finish; a job that stopped part-way is run again and attributes only the rest."""
+    import shutil as sh
+
+    from pipelines.bulk_attribute import bulk_attribute
+
+    images = setup["root"] / "resume-in"
+    images.mkdir()
+    for name in ("a.png", "c.jpg"):
+        sh.copy(setup["images"] / name, images / name)
+    out = setup["root"] / "resume-out"
+    assert bulk_attribute(str(images), str(out), setup["bundle"], setup["registry"], batch_size=1) == 2
+    first = {p.name for p in out.glob("*.parquet")}
+    (images / "sub").mkdir()
+    sh.copy(setup["images"] / "sub" / "b.png", images / "sub" / "b.png")  # what the stopped job had not reached
+    assert bulk_attribute(str(images), str(out), setup["bundle"], setup["registry"]) == 1
+    assert first <= {p.name for p in out.glob("*.parquet")}  # earlier output kept as it was
+    import pyarrow.dataset as pads
+
+    paths = pads.dataset(str(out), format="parquet").to_table(columns=["path"])["path"].to_pylist()
+    assert sorted(os.path.basename(p) for p in paths) == ["a.png", "b.png", "c.jpg"]  # each image once
+    assert bulk_attribute(str(images), str(out), setup["bundle"], setup["registry"]) == 0

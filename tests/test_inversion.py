@@ -32,7 +32,9 @@ def test_reads_the_code_of_fingerprinted_photos_and_leaves_the_weights_alone(mod
         marked, unmarked = model.decode(latents, bits), model.decode_reference(latents)
     reader = InversionReader(model, steps=60)
     read_marked, read_unmarked = reader.logits(marked), reader.logits(unmarked)
-    assert ((read_marked > 0) == bits).mean() >= 0.85  # measured 0.90 at 40 steps
+    # 96 bits: chance is 0.5 +- 0.05. Measured at 60 steps over 4 codes and 1 or 2 threads: 0.833-0.938 (0.844 and
+    # 0.854 for this code), so the bar sits under that spread and 5 standard deviations above chance.
+    assert ((read_marked > 0) == bits).mean() >= 0.75
     # Without a fingerprint the fit has no code to find: it stays near 0, far from the +-1 of a real one.
     assert np.abs(read_unmarked).mean() < 0.5 * np.abs(read_marked).mean()
     assert all(p.grad is None for p in model.parameters())
