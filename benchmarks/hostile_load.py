@@ -56,25 +56,19 @@ def replica_rss_mib() -> float:
     return total / 1024
 
 
-def claiming(width: int, height: int) -> bytes:
-    """A small PNG whose header claims width x height."""
-    import struct
-    import zlib
-
+def pixel_bomb(side: int = 4096) -> bytes:
+    """A real PNG of side x side black pixels: tens of kB that would decode to side^2 x 12 bytes of float32."""
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.new("RGB", (64, 64)).save(buf, format="PNG")
-    data = bytearray(buf.getvalue())
-    data[16:24] = struct.pack(">II", width, height)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    return bytes(data)
+    Image.new("RGB", (side, side)).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
 
 
 def hostile_requests(keys: dict, render: bytes) -> list[tuple[str, str, dict]]:
     """(kind, path, httpx keyword arguments) of each hostile request."""
     acme = {"X-API-Key": keys["acme"]}
-    big_png = base64.b64encode(claiming(4096, 4096)).decode()
+    big_png = base64.b64encode(pixel_bomb()).decode()
     render64 = base64.b64encode(render).decode()
     return [
         (
@@ -85,7 +79,7 @@ def hostile_requests(keys: dict, render: bytes) -> list[tuple[str, str, dict]]:
         (
             "pixel bomb",
             "/v1/attribute",
-            {"content": claiming(4096, 4096), "headers": {**acme, "Content-Type": "image/png"}},
+            {"content": pixel_bomb(), "headers": {**acme, "Content-Type": "image/png"}},
         ),
         (
             "batch of large images",

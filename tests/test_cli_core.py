@@ -148,25 +148,29 @@ def test_bad_input_gives_one_clear_line(untrained_bundle_dir, images, tmp_path):
     assert "bundle format 0" in error_line(run("extract", "--model", old, "--json", tiny, ok=False))
 
 
-def test_eval_writes_report_and_plots(untrained_bundle_dir, tmp_path):
-    """On an untrained bundle every metric is at chance: the report must say so, and attribute nobody."""
-    proc = run(
+def small_eval(bundle, out, photos: int, *more):
+    """`genprint eval` on a few 64 px crops against 500 users."""
+    return run(
         "eval",
         "--model",
-        untrained_bundle_dir,
+        bundle,
         "--users",
         500,
         "--out",
-        tmp_path,
+        out,
         "--size",
         64,
         "--samples-per-photo",
         1,
-        "--suites",
-        "stable_signature",
         "--photos",
-        5,
+        photos,
+        *more,
     )
+
+
+def test_eval_writes_report_and_plots(untrained_bundle_dir, tmp_path):
+    """On an untrained bundle every metric is at chance: the report must say so, and attribute nobody."""
+    proc = small_eval(untrained_bundle_dir, tmp_path, 5, "--suites", "stable_signature")
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["test_photos"] == 5 and report["samples"] == 5
     assert (tmp_path / "accuracy_per_attack.png").stat().st_size > 10_000 and (tmp_path / "grid.png").exists()
@@ -179,23 +183,7 @@ def test_eval_writes_report_and_plots(untrained_bundle_dir, tmp_path):
 
 
 def test_eval_without_attacks_reads_clean_images_and_false_positives_only(untrained_bundle_dir, tmp_path):
-    run(
-        "eval",
-        "--model",
-        untrained_bundle_dir,
-        "--users",
-        500,
-        "--out",
-        tmp_path,
-        "--size",
-        64,
-        "--samples-per-photo",
-        1,
-        "--photos",
-        3,
-        "--attacks",
-        "none",
-    )
+    small_eval(untrained_bundle_dir, tmp_path, 3, "--attacks", "none")
     report = json.loads((tmp_path / "report.json").read_text())
     assert list(report["results"]) == ["clean"] and report["settings"]["attacks"] == []
     assert {k: v["queries"] for k, v in report["false_positives"].items()} == {"photos": 3, "original_decoder": 3}

@@ -265,7 +265,9 @@ def test_matcher_sees_other_writers(url, reg, acme):
     assert reg.attribute(late, MODEL).user == "late"
 
 
-KILLED_WRITER = textwrap.dedent("""
+# A bulk issuance that stops midway (users written, fingerprints about to be) and says so; on SQLite it holds the
+# write lock there. Arguments: registry URL, API key, user count.
+PAUSED_WRITER = textwrap.dedent("""
     import sys, time
     from sqlalchemy import event
     from genprint.registry import Registry
@@ -275,10 +277,10 @@ KILLED_WRITER = textwrap.dedent("""
     @event.listens_for(reg.engine, "before_cursor_execute")
     def pause(conn, cursor, statement, params, context, executemany):
         if statement.startswith("INSERT INTO fingerprints"):
-            print("MIDWAY", flush=True)  # users of this batch are written, fingerprints about to be
+            print("MIDWAY", flush=True)
             time.sleep(60)
 
-    reg.register_users(tenant, "model-a", 48, count=20000, request_id="bulk")
+    reg.register_users(tenant, "model-a", 48, count=int(sys.argv[3]), request_id="bulk")
 """)
 
 
@@ -286,7 +288,7 @@ def test_killed_bulk_issuance_leaves_nothing(url, reg, acme):
     tenant, key = acme
     reg.register_users(tenant, MODEL, 48, names=["alice"])
     before = reg.counts()
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, url, key], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", PAUSED_WRITER, url, key, "20000"], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "MIDWAY"
     finally:
@@ -378,23 +380,6 @@ def test_registry_files_and_urls_keep_secrets(tmp_path):
     assert "s3cret" not in safe_url(url)
 
 
-HOLDING_WRITER = textwrap.dedent("""
-    import sys, time
-    from sqlalchemy import event
-    from genprint.registry import Registry
-    reg = Registry(sys.argv[1])
-    tenant = reg.authenticate(sys.argv[2])
-
-    @event.listens_for(reg.engine, "before_cursor_execute")
-    def pause(conn, cursor, statement, params, context, executemany):
-        if statement.startswith("INSERT INTO fingerprints"):
-            print("HOLDING", flush=True)  # a bulk issuance midway: on SQLite it holds the write lock
-            time.sleep(60)
-
-    reg.register_users(tenant, "model-a", 48, count=5000)
-""")
-
-
 def test_an_attribution_never_waits_unbounded_behind_a_bulk_issuance(url, reg, acme, monkeypatch):
     """While an issuance holds SQLite's write lock, an attribution answers "busy, retry" after a bounded wait
     instead of queueing behind it; on PostgreSQL it is not blocked at all."""
@@ -403,9 +388,9 @@ def test_an_attribution_never_waits_unbounded_behind_a_bulk_issuance(url, reg, a
     monkeypatch.setattr(store, "AUDIT_WAIT_S", 0.5)
     tenant, key = acme
     code = reg.register_users(tenant, MODEL, 48, names=["alice"]).fingerprints[0]
-    proc = subprocess.Popen([sys.executable, "-c", HOLDING_WRITER, url, key], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", PAUSED_WRITER, url, key, "5000"], stdout=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout.readline().strip() == "HOLDING"
+        assert proc.stdout.readline().strip() == "MIDWAY"
         if reg.engine.dialect.name == "sqlite":
             with pytest.raises(store.RegistryBusyError, match="retry"):
                 reg.attribute(code, MODEL)

@@ -13,9 +13,7 @@ PROMPTS = ["a lighthouse at dusk", "a bowl of ramen", "a red fox in snow", "a ci
 
 
 def add_parser(subparsers) -> None:
-    from genprint.cli.options import add_model_option
-    from genprint.inversion import STEPS
-    from genprint.readers import READERS
+    from genprint.cli.options import add_model_option, add_reader_options
 
     p = subparsers.add_parser(
         "demo",
@@ -34,14 +32,7 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--diffusion-steps", type=int, default=4)
     p.add_argument("--port", type=int, default=0, help="HTTP port (0: a free one)")
-    p.add_argument(
-        "--reader",
-        choices=READERS,
-        default="cnn",
-        help="attribution's reader (serving setting `reader`): cnn, the high-rate ONNX extractor; inversion fits "
-        "each image through the decoder, a decoder pass per step (tens of seconds an image on 2 CPU cores)",
-    )
-    p.add_argument("--inversion-steps", type=int, default=STEPS, help="the inversion reader's fitting steps per image")
+    add_reader_options(p, rotation=False)  # the Serve attribution deployment's `reader` and `inversion_steps`
     p.set_defaults(func=run)
 
 

@@ -21,7 +21,8 @@ def model_dir(args):
     return resolve_model(args.model)
 
 
-def add_reader_options(parser: argparse.ArgumentParser) -> None:
+def add_reader_options(parser: argparse.ArgumentParser, rotation: bool = True) -> None:
+    """--reader and the inversion reader's --inversion-steps (and --max-rotation, where the verb passes it on)."""
     from genprint.inversion import MAX_ROTATION, STEPS
     from genprint.readers import READERS
 
@@ -33,6 +34,8 @@ def add_reader_options(parser: argparse.ArgumentParser) -> None:
         "(seconds per image, forensic)",
     )
     parser.add_argument("--inversion-steps", type=int, default=STEPS, help="fitting steps of the inversion reader")
+    if not rotation:
+        return
     parser.add_argument(
         "--max-rotation",
         type=float,
