@@ -1,73 +1,70 @@
 #!/usr/bin/env python3
-"""Plot a training run's stream from the logs `genprint train` writes (one resumed run may span several logs).
+"""Plot a training run's learning curve from the `curve.jsonl` that `genprint train` appends beside its checkpoints.
 
-    .venv/bin/python scripts/training_curve.py LOG [LOG ...] --out curve.png [--window 1000]
+    .venv/bin/python scripts/training_curve.py CHECKPOINTS/curve.jsonl --out curve.png
 
-Reads the `step N/M  bit_acc A  psnr P dB` lines; a later log's steps replace an earlier one's, so a resumed run's
-logs can be given in any order. Prints and plots the mean bit accuracy and PSNR over each `--window` steps.
+Top: held-out bit accuracy (256 px crops, read through the reader's margin) and the training stream's, against steps,
+with the curriculum's stages marked; bottom: held-out PSNR and the curriculum's PSNR target. The top axis gives the
+hours of training. Prints the rows as a table too.
 """
 
 import argparse
-import re
+import json
 import sys
-
-LINE = re.compile(r"step (\d+)/\d+\s+bit_acc ([\d.]+)\s+psnr ([\d.]+) dB")
-
-
-def read_logs(paths: list[str]) -> dict[int, tuple[float, float]]:
-    points: dict[int, tuple[float, float]] = {}
-    for path in paths:
-        with open(path) as log:
-            for match in map(LINE.search, log):
-                if match:
-                    points[int(match[1])] = float(match[2]), float(match[3])
-    return points
-
-
-def window_means(points: dict[int, tuple[float, float]], window: int) -> list[tuple[int, int, float, float]]:
-    """(first step, last logged step, mean bit accuracy, mean PSNR) of each window of `window` steps."""
-    windows: dict[int, dict[int, tuple[float, float]]] = {}
-    for step, value in points.items():
-        windows.setdefault((step - 1) // window, {})[step] = value
-    return [
-        (k * window + 1, max(v), sum(a for a, _ in v.values()) / len(v), sum(p for _, p in v.values()) / len(v))
-        for k, v in sorted(windows.items())
-    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("logs", nargs="+")
+    parser.add_argument("curve", help="curve.jsonl")
     parser.add_argument("--out", required=True, help="PNG to write")
-    parser.add_argument("--window", type=int, default=1000)
     args = parser.parse_args()
-    points = read_logs(args.logs)
-    if not points:
-        sys.exit(f"error: no `step N/M  bit_acc ...` lines in {', '.join(args.logs)}")
-    means = window_means(points, args.window)
-    for first, last, acc, db in means:
-        print(f"steps {first:>6}-{last:<6} bit_acc {acc:.3f}  psnr {db:.1f} dB")
+    with open(args.curve) as f:
+        rows = {r["step"]: r for r in map(json.loads, filter(str.strip, f))}  # a resumed run may repeat a step
+    if not rows:
+        sys.exit(f"error: no rows in {args.curve}")
+    rows = [rows[s] for s in sorted(rows)]
+    for r in rows:
+        held_out = f"held-out {r['held_out_bit_acc']:.3f} at {r['held_out_psnr']:.1f} dB"
+        stream = f"stream {r['stream_bit_acc']:.3f}"
+        print(f"step {r['step']:>6}  {r['hours']:6.2f} h  {held_out}  {stream}  {r.get('stage', '')}")
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = sorted(points)
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
-    top.plot(steps, [points[s][0] for s in steps], lw=0.5, alpha=0.4, label="logged")
-    middles = [(first + last) / 2 for first, last, _, _ in means]
-    top.plot(middles, [acc for _, _, acc, _ in means], "o-", label=f"mean over {args.window} steps")
-    top.set_ylabel("training bit accuracy")
-    top.legend()
-    bottom.plot(steps, [points[s][1] for s in steps], lw=0.5, alpha=0.4)
-    bottom.plot(middles, [db for _, _, _, db in means], "o-")
-    bottom.set_ylabel("PSNR vs original (dB)")
-    bottom.set_ylim(bottom=max(0.0, min(p for _, p in points.values()) - 1))
+    steps = [r["step"] for r in rows]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True)
+    top.plot(steps, [r["held_out_bit_acc"] for r in rows], "o-", ms=3, label="held-out bit accuracy (256 px)")
+    top.plot(steps, [r["stream_bit_acc"] for r in rows], lw=0.8, alpha=0.6, label="training stream")
+    top.axhline(0.99, color="k", ls="--", lw=0.6)
+    top.set_ylim(0.45, 1.0)
+    top.set_ylabel("bit accuracy")
+    bottom.plot(steps, [r["held_out_psnr"] for r in rows], "o-", ms=3, label="held-out PSNR")
+    if "psnr_target" in rows[0]:
+        bottom.plot(steps, [r["psnr_target"] for r in rows], lw=0.8, label="curriculum's PSNR target (stream)")
+    bottom.axhline(32, color="k", ls="--", lw=0.6)
+    bottom.set_ylabel("dB")
     bottom.set_xlabel("step")
+    for first, second in zip(rows, rows[1:]):  # where the curriculum moved to its next stage
+        if first.get("stage") != second.get("stage"):
+            for ax in (top, bottom):
+                ax.axvline(second["step"], color="grey", lw=0.6, ls=":")
+            top.annotate(second["stage"], (second["step"], 0.47), fontsize=7, rotation=90)
+    hours = top.secondary_xaxis("top", functions=(lambda s: _interp(s, steps, rows), lambda h: h))
+    hours.set_xlabel("hours of training")
+    top.legend(fontsize=8, loc="lower right")
+    bottom.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(args.out, dpi=120)
     print(f"wrote {args.out}")
+
+
+def _interp(step, steps, rows):
+    """Hours of training at `step` (linear between logged rows)."""
+    import numpy as np
+
+    return np.interp(step, steps, [r["hours"] for r in rows])
 
 
 if __name__ == "__main__":
