@@ -66,12 +66,13 @@ class InversionReader(Reader):
         self.model_id = getattr(model, "bundle_config", {}).get("model_id", "in-memory")
         self.runtime = [f"inversion ({model._device()})"]
 
-    def logits(self, images, latents: torch.Tensor | None = None) -> np.ndarray:
+    def logits(self, images, latents: torch.Tensor | None = None, start_logits=None) -> np.ndarray:
         """images (B, 3, H, W) or (3, H, W) in [0, 1] -> bit logits (B, nbits). Each image is cropped to the decoder's
         grid: top-left as `genprint render` crops photos, or, with `align` and sides off the grid, where `_aligned`
         finds. `latents`: where the fit starts instead of the encoder's estimate, e.g. the latents the image was
         generated from, when they were kept (`benchmarks/latent_absorption.py` reads with them to tell what the fitted
-        latent costs)."""
+        latent costs). `start_logits`: logits another reader gave (B, nbits), where the code's fit starts instead of
+        at 0 (the cascade starts it from the CNN's read)."""
         target = torch.as_tensor(
             np.asarray(images, dtype=np.float32) if not torch.is_tensor(images) else images
         ).float()
@@ -105,7 +106,12 @@ class InversionReader(Reader):
         # Each image's loss is its own masked mean: each fit is its own problem (Adam is per element), whatever the
         # batch.
         pixel_weight = valid / (valid.flatten(1).sum(1).clamp(min=1) * 3)[:, None, None, None]
-        code = torch.zeros(len(target), self.nbits, device=target.device, requires_grad=True)
+        code = torch.zeros(len(target), self.nbits, device=target.device)
+        if start_logits is not None:  # the reader's own logit scale: code = logit / LOGIT_GAIN, within +-1
+            code = torch.as_tensor(np.asarray(start_logits, dtype=np.float32), device=target.device)
+            code = code.reshape(len(target), self.nbits)
+            code = (code / LOGIT_GAIN).clamp(-1, 1)
+        code.requires_grad_(True)
         groups = [{"params": [code], "lr": self.code_lr}] + (
             [{"params": [latents], "lr": self.latent_lr}] if self.latent_lr else []
         )

@@ -47,12 +47,11 @@ class Attribute:
         import pyarrow as pa
 
         from genprint.allocator import keep_freed_memory
-        from genprint.attribution import Attributor
-        from genprint.readers import make_reader
+        from genprint.attribution import make_attributor
         from genprint.registry import Registry
 
         keep_freed_memory()
-        self.attributor = Attributor(make_reader(bundle, reader), Registry(registry_url or None))
+        self.attributor = make_attributor(bundle, reader, Registry(registry_url or None))
         self.scope = self.attributor.registry.tenant(tenant) if tenant else None
         self.max_pixels = max_pixels
         self.schema = pa.schema(FIELDS)
@@ -132,8 +131,8 @@ def bulk_attribute(
     """Run the job on the current Ray cluster (or a local one); returns the number of rows written by this run."""
     import ray
 
+    from genprint.attribution import READERS
     from genprint.imageio import DEFAULT_MAX_PIXELS
-    from genprint.readers import READERS
     from pipelines.ray_runtime import location
     from pipelines.tracking import resolve_model
 
@@ -151,7 +150,7 @@ def bulk_attribute(
     dst, dst_fs = location(out)
     ds = ray.data.read_binary_files(pending, include_paths=True, filesystem=src_fs)
     # The inversion reader decodes through the model at every step: a GPU per actor where the cluster has them.
-    gpus = 1 if reader == "inversion" and ray.cluster_resources().get("GPU") else 0
+    gpus = 1 if reader in ("inversion", "cascade") and ray.cluster_resources().get("GPU") else 0
     options = {
         "bundle": bundle,
         "registry_url": registry_url,
@@ -186,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--actors", type=int, default=1, help="attribution actors (each one reader)")
     parser.add_argument(
         "--reader",
-        choices=["cnn", "inversion"],
+        choices=["cnn", "inversion", "cascade"],
         default="cnn",
         help="cnn: the ONNX extractor (high rate); inversion: the forensic reader (far more bits, slow)",
     )

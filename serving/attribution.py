@@ -5,31 +5,31 @@ reader, which reads far more bits through the decoder at a decoder pass per fitt
 
 from __future__ import annotations
 
-from genprint.attribution import Attributor, public_answer
+from genprint.attribution import make_attributor, public_answer
 from serving.settings import ServeSettings
 
 
 class AttributionEngine:
     def __init__(self, settings: ServeSettings, registry=None):
         from genprint.allocator import keep_freed_memory
-        from genprint.readers import make_reader
         from genprint.registry import Registry
         from pipelines.tracking import resolve_model
 
         keep_freed_memory()
-        reader = make_reader(
+        self.attributor = make_attributor(
             resolve_model(settings.model),
             settings.reader,
+            registry or Registry(settings.registry_url or None, fpr=settings.fpr),
             device=settings.torch_device(),
             inversion_steps=settings.inversion_steps,
-        )
-        self.attributor = Attributor(
-            reader,
-            registry or Registry(settings.registry_url or None, fpr=settings.fpr),
             read_cache_size=settings.read_cache_size,
             max_read_pixels=settings.max_request_pixels,
         )
-        self.model_id, self.nbits, self.registry = reader.model_id, reader.nbits, self.attributor.registry
+        self.model_id, self.nbits, self.registry = (
+            self.attributor.model_id,
+            self.attributor.nbits,
+            self.attributor.registry,
+        )
 
     def info(self) -> dict:
         return self.attributor.info()
@@ -38,3 +38,7 @@ class AttributionEngine:
         """items: (image (3, H, W) float32 in [0, 1], tenant scope or None for all tenants) -> one answer dict each."""
         answers = self.attributor.attribute([image for image, _ in items], [scope for _, scope in items])
         return [public_answer(a, self.nbits) for a in answers]
+
+    def attribute_collection(self, images: list, scope) -> dict:
+        """Images believed to come from one source -> one joint answer (genprint.attribution)."""
+        return public_answer(self.attributor.attribute_collection(images, scope), self.nbits)

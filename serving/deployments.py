@@ -48,3 +48,7 @@ class Attribution:
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.02)
     async def attribute(self, items: list) -> list:
         return await asyncio.to_thread(self.engine.attribute, items)
+
+    async def attribute_collection(self, images: list, scope) -> dict:
+        """Not batched with other requests: a collection is one query already."""
+        return await asyncio.to_thread(self.engine.attribute_collection, images, scope)

@@ -68,6 +68,8 @@ class Attribution(BaseModel):
     distance: int | None = None
     p_value: float | None = None
     runner_up_distance: int | None = None
+    rule: str = "soft"
+    images: int = 1
     nbits: int
     model_id: str
 
@@ -328,6 +330,37 @@ class Ingress:
         async with self.pixels.hold(self.settings.max_request_pixels - budget):
             results = await asyncio.gather(*(self._batch_item(principal, item) for item in items))
         return BatchResponse(results=results)
+
+    @app.post(
+        "/v1/attribute/collection",
+        response_model=Attribution,
+        summary="Attribute images believed to come from one source jointly: one answer, one audited query",
+    )
+    async def attribute_collection(
+        self, request: Request, x_api_key: str | None = Header(None), authorization: str | None = Header(None)
+    ):
+        principal = await self._principal(x_api_key, authorization)
+        body = await read_body(request, self.settings.max_request_bytes)
+        batch = parse_json(BatchRequest, body, '{"images": [{"base64": ...} | {"uri": "s3://..."}]}')
+        if not batch.images or len(batch.images) > self.settings.max_batch_images:
+            raise IntakeError(
+                422, f"a collection holds 1 to {self.settings.max_batch_images} images, got {len(batch.images)}"
+            )
+        items = await asyncio.gather(*(self._batch_bytes(principal, i, item) for i, item in enumerate(batch.images)))
+        if failed := next((item for item in items if isinstance(item, BatchResult)), None):
+            raise IntakeError(failed.status, failed.error)  # a collection is attributed whole or not at all
+        pixels = sum(item[2] for item in items)
+        if pixels > self.settings.max_request_pixels:
+            raise IntakeError(413, f"the collection's images together exceed {self.settings.max_request_pixels} pixels")
+        async with self.pixels.hold(pixels):
+            images = await asyncio.gather(
+                *(asyncio.to_thread(decode_image, data, self.settings.max_pixels, name) for _, name, _, data in items)
+            )
+            result = await self._call(
+                "attribution", self.attribution.attribute_collection.remote(list(images), principal.scope)
+            )
+        self.metrics.attributed(principal.name, result["attributed"])
+        return Attribution(**result)
 
     async def _batch_bytes(self, principal, index: int, item: BatchItem):
         """[id, name, pixels, bytes or IntakeError] for one batch item, or its BatchResult when it already failed."""

@@ -56,11 +56,12 @@ class ServeSettings(BaseModel):
         "tenant (empty: no s3:// images; environment: comma-separated)",
     )
     max_batch_images: int = Field(64, ge=1, description="most images in one JSON attribution batch")
-    reader: Literal["cnn", "inversion"] = Field(
+    reader: Literal["cnn", "inversion", "cascade"] = Field(
         "cnn",
         description="how attribution reads the bits: 'cnn', the ONNX Runtime / TensorRT extractor (high rate), or "
         "'inversion', the forensic reader that fits each image through the decoder (far more bits, "
-        "a decoder pass per step: give its replicas a GPU)",
+        "a decoder pass per step: give its replicas a GPU), or 'cascade': the CNN, and the inversion reader for what "
+        "the CNN leaves uncertain",
     )
     inversion_steps: int = Field(STEPS, ge=1, le=2000, description="the inversion reader's fitting steps per image")
     read_cache_size: int = Field(

@@ -37,27 +37,44 @@ def add_parser(subparsers) -> None:
         "--max-pixels", type=int, default=None, help="refuse images with more pixels (default 4096x4096)"
     )
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
-    add_reader_options(parser)
+    parser.add_argument(
+        "--collection",
+        action="store_true",
+        help="the images come from one source (an account's uploads): attribute them jointly, one answer; a set "
+        "whose images point at different users is attributed to nobody",
+    )
+    add_reader_options(parser, cascade=True)
     add_db_option(parser)
     add_api_key_option(parser, "optional: limits the search to that tenant's users")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from genprint.attribution import Attributor, attribute_files
-    from genprint.cli.options import model_dir, reader_from_args
+    from genprint.attribution import answer_row, attribute_files, load_images, make_attributor
+    from genprint.cli.options import model_dir
     from genprint.imageio import DEFAULT_MAX_PIXELS
 
-    reader = reader_from_args(model_dir(args), args)
+    bundle = model_dir(args)
+    max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
     with open_registry(args) as registry:
         scope = authenticated_tenant(registry, args, required=False)
-        results = attribute_files(
-            Attributor(reader, registry),
-            args.images,
-            scope=scope,
-            max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
-            fpr=args.fpr,
+        attributor = make_attributor(
+            bundle,
+            args.reader,
+            registry,
+            threads=args.threads,
+            inversion_steps=args.inversion_steps,
+            max_rotation=args.max_rotation,
         )
+        if args.collection:
+            images, errors = load_images(args.images, max_pixels)
+            good = [p for i, p in enumerate(args.images) if i not in errors]
+            results = [{"path": args.images[i], "error": e} for i, e in sorted(errors.items())]
+            if images:
+                answer = attributor.attribute_collection(images, scope, fpr=args.fpr, labels=good)
+                results.append(answer_row(f"collection of {len(images)}", answer) | {"paths": good})
+        else:
+            results = attribute_files(attributor, args.images, scope=scope, max_pixels=max_pixels, fpr=args.fpr)
     failed = 0
     for r in results:
         if args.json:

@@ -21,17 +21,19 @@ def model_dir(args):
     return resolve_model(args.model)
 
 
-def add_reader_options(parser: argparse.ArgumentParser, rotation: bool = True) -> None:
-    """--reader and the inversion reader's --inversion-steps (and --max-rotation, where the verb passes it on)."""
+def add_reader_options(parser: argparse.ArgumentParser, rotation: bool = True, cascade: bool = False) -> None:
+    """--reader and the inversion reader's --inversion-steps (and --max-rotation, where the verb passes it on);
+    `cascade` for the verbs that attribute."""
+    from genprint import attribution, readers
     from genprint.inversion import MAX_ROTATION, STEPS
-    from genprint.readers import READERS
 
     parser.add_argument(
         "--reader",
-        choices=READERS,
+        choices=attribution.READERS if cascade else readers.READERS,
         default="cnn",
         help="cnn: the extractor network (high rate); inversion: fit latent and code through the decoder "
-        "(seconds per image, forensic)",
+        "(seconds per image, forensic)"
+        + ("; cascade: the CNN, and the inversion reader for the images the CNN leaves uncertain" if cascade else ""),
     )
     parser.add_argument("--inversion-steps", type=int, default=STEPS, help="fitting steps of the inversion reader")
     if not rotation:
@@ -50,13 +52,7 @@ def reader_from_args(model, args):
     """The reader --reader names, for a bundle directory or a loaded model."""
     from genprint.readers import make_reader
 
-    return make_reader(
-        model,
-        args.reader,
-        inversion_steps=args.inversion_steps,
-        max_rotation=args.max_rotation,
-        threads=getattr(args, "threads", None),
-    )
+    return make_reader(model, args.reader, inversion_steps=args.inversion_steps, max_rotation=args.max_rotation)
 
 
 def add_db_option(parser: argparse.ArgumentParser) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from genprint import evidence
 from genprint.errors import GenprintError
 from genprint.registry.codes import n_words
 
@@ -22,6 +23,15 @@ class Nearest:
 
     index: np.ndarray
     distance: np.ndarray
+    runner_up: np.ndarray
+
+
+@dataclass(frozen=True)
+class BestScore:
+    """For each read: row of the best-scoring code (-1 if none), its score and the runner-up's (NaN if none)."""
+
+    index: np.ndarray
+    score: np.ndarray
     runner_up: np.ndarray
 
 
@@ -110,6 +120,28 @@ class Matcher:
                 found.runner_up,
             )
         return found
+
+    def best_scores(self, logits: np.ndarray, tenant_id: int | None = None) -> BestScore:
+        """Soft matching (genprint.evidence): for each read's logits (Q, nbits), the code with the highest score, its
+        score and the runner-up's, optionally among one tenant's codes."""
+        logits = np.atleast_2d(np.asarray(logits, dtype=np.float64))
+        if logits.shape[1] != self.nbits:
+            raise GenprintError(f"logits have {logits.shape[1]} bits; this matcher holds {self.nbits}-bit codes")
+        rows, codes = (None, self.words) if tenant_id is None else self._scope(tenant_id)
+        index = np.full(len(logits), -1, np.int64)
+        best, second = np.full(len(logits), np.nan), np.full(len(logits), np.nan)
+        for q, read in enumerate(logits):
+            if not len(codes):
+                continue
+            s = evidence.scores(codes, read)
+            i = int(s.argmax())
+            index[q], best[q] = i, s[i]
+            if len(s) > 1:
+                s[i] = -np.inf
+                second[q] = s.max()
+        if rows is not None:
+            index = np.where(index >= 0, rows[np.maximum(index, 0)] if len(rows) else -1, -1)
+        return BestScore(index, best, second)
 
     def _scan_one(self, query: np.ndarray, codes: np.ndarray) -> Nearest:
         """One query: XOR and popcount into reused buffers (fresh 80 MB temporaries per query cost more than the

@@ -15,7 +15,7 @@ import re
 import secrets
 import threading
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -24,9 +24,9 @@ from sqlalchemy import Connection, create_engine, event, func, insert, select, t
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from genprint import settings
+from genprint import evidence, settings
 from genprint.errors import GenprintError
-from genprint.fingerprint import Decision, check_nbits, corrected_p_value, from_hex, pack
+from genprint.fingerprint import Decision, check_nbits, corrected_p_value, from_hex, hamming, pack
 from genprint.registry import audit
 from genprint.registry.codes import default_min_distance, hex_to_words, issue_codes, words_to_hex
 from genprint.registry.matcher import Matcher
@@ -115,12 +115,16 @@ class Attribution:
     tenant: str | None
     user: str | None
     fingerprint: str | None
-    distance: int | None
-    p_value: float | None  # binomial p-value of the best match, corrected for `compared` registered codes
+    distance: int | None  # Hamming distance of the read's hard bits to the best match
+    p_value: float | None  # the best match's p-value under the rule, corrected for `compared` registered codes
     revoked: bool
     runner_up_distance: int | None
     compared: int
-    max_distance: int  # largest distance attributed at this false-positive rate and registry size
+    max_distance: int  # largest Hamming distance the binomial rule attributes at this FPR and registry size
+    rule: str = "hamming"  # "hamming" (bits only) or "soft" (per-bit logits, genprint.evidence)
+    score: float | None = None  # soft: the best match's score and the runner-up's
+    runner_up_score: float | None = None
+    images: int = 1  # a collection's reads combined into this answer
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -709,15 +713,62 @@ class Registry:
         tenant_scope: Tenant | None = None,
         fpr: float | None = None,
         labels: list[str] | None = None,
+        logits=None,
     ) -> list[Attribution]:
-        """Nearest registered fingerprint for each extracted code, with the decision, each query written to the
-        audit log.
+        """The best-matching registered fingerprint for each read, with the decision, each query written to the audit
+        log.
 
-        bits: (B, nbits) 0/1 array-like, or a list of hex strings. tenant_scope: only that tenant's users are
-        candidates (and counted for the p-value correction); None searches every tenant (the distributor's view).
-        The p-value is P(best of `compared` unrelated codes agrees this well); attributed iff it is <= fpr.
-        labels: optional per-query names (e.g. file paths) stored in the audit log.
+        bits: (B, nbits) 0/1 array-like or hex strings: the Hamming rule (nearest code, binomial p-value). logits
+        (B, nbits) instead: soft matching (genprint.evidence), where bits the reader is sure of count for more.
+        tenant_scope: only that tenant's users are candidates (and counted for the p-value correction); None searches
+        every tenant (the distributor's view). Attributed iff the corrected p-value is <= fpr (and, soft, the best
+        score beats the runner-up's). labels: optional per-query names (e.g. file paths) stored in the audit log.
         """
+        answers = self.decide(bits, model_id, tenant_scope, fpr, logits)
+        fpr = self.fpr if fpr is None else fpr
+        self._audit_queries(
+            "attribute",
+            tenant_scope,
+            [{**a.to_dict(), "label": labels[i] if labels else None, "fpr": fpr} for i, a in enumerate(answers)],
+        )
+        return answers
+
+    def attribute_collection(
+        self,
+        logits,
+        model_id: str,
+        tenant_scope: Tenant | None = None,
+        fpr: float | None = None,
+        labels: list[str] | None = None,
+    ) -> Attribution:
+        """Several reads (K, nbits) believed to come from one source, attributed jointly: their logits add, and the
+        soft rule decides on the sum at the same false-positive rate. A collection whose images are each attributed,
+        but not all to one user, is attributed to nobody: it mixes sources. One query in the audit log."""
+        logits = np.atleast_2d(np.asarray(logits, dtype=np.float64))
+        joint = self.decide(None, model_id, tenant_scope, fpr, logits.sum(0, keepdims=True))[0]
+        single = self.decide(None, model_id, tenant_scope, fpr, logits)
+        others = {(a.tenant, a.user) for a in single if a.attributed} - {(joint.tenant, joint.user)}
+        answer = replace(joint, attributed=joint.attributed and not others, images=len(logits))
+        fpr = self.fpr if fpr is None else fpr
+        detail = {
+            **answer.to_dict(),
+            "labels": labels,
+            "fpr": fpr,
+            "mixed_sources": sorted(f"{t}/{u}" for t, u in others),
+            "per_image": [{"user": a.user, "tenant": a.tenant, "p_value": a.p_value} for a in single],
+        }
+        self._audit_queries("attribute.collection", tenant_scope, [detail])
+        return answer
+
+    def _audit_queries(self, action: str, tenant_scope: Tenant | None, details: list[dict]) -> None:
+        with self._write(wait=AUDIT_WAIT_S) as conn:  # bounded: an attribution never queues behind a bulk issuance
+            self._audit(conn, action, None if tenant_scope is None else tenant_scope.id, details)
+
+    def decide(
+        self, bits, model_id: str, tenant_scope: Tenant | None = None, fpr: float | None = None, logits=None
+    ) -> list[Attribution]:
+        """attribute_many's answers without writing them to the audit log: for callers that decide in steps (the
+        cascade asks before it reads again, evaluation asks thousands of times) and audit what they answer."""
         fpr = self.fpr if fpr is None else fpr
         if not 0 < fpr < 1:
             raise GenprintError(f"false-positive rate must be in (0, 1), got {fpr}")
@@ -727,14 +778,21 @@ class Registry:
                 raise NotFoundError(f"no fingerprints have been issued for model {model_id!r}")
             if tenant_scope is not None:
                 self._check_tenant(conn, tenant_scope)
-            query_bits = self._query_bits(bits, mv.nbits)
+            soft = logits is not None
+            if soft:
+                logits = self._query_logits(logits, mv.nbits)
+                query_bits = (logits > 0).astype(np.uint8)
+            else:
+                query_bits = self._query_bits(bits, mv.nbits)
             matcher = self._refresh(conn, mv.id, mv.nbits)
             with self._lock:  # the arrays may grow under a concurrent refresh
                 scope = None if tenant_scope is None else tenant_scope.id
                 found = matcher.nearest(pack(query_bits), scope)
+                best = matcher.best_scores(logits, scope) if soft else None
+                index = best.index if soft else found.index
                 compared = matcher.scope_count(scope)
-                best_users = matcher.user_ids[found.index[found.index >= 0]]
-                best_codes = words_to_hex(matcher.words[found.index[found.index >= 0]], mv.nbits)
+                best_users = matcher.user_ids[index[index >= 0]]
+                best_words = matcher.words[index[index >= 0]]
             info = {}
             uids = sorted(set(best_users.tolist()))
             for i in range(0, len(uids), 500):
@@ -744,26 +802,51 @@ class Registry:
                     .where(User.id.in_(uids[i : i + 500]))
                 ):
                     info[r[0]] = r
-        with np.errstate(divide="ignore"):  # log1p(-1) for p = 1 inside fingerprint.corrected_p_value: harmless
-            max_distance = Decision(mv.nbits, max(compared, 1), fpr).max_distance
-            p_values = corrected_p_value(mv.nbits - found.distance, mv.nbits, max(compared, 1))
-        answers, k = [], 0
+        max_distance = Decision(mv.nbits, max(compared, 1), fpr).max_distance
         queries = words_to_hex(pack(query_bits), mv.nbits)
+        best_codes = words_to_hex(best_words, mv.nbits)
+        distances = hamming(pack(query_bits)[index >= 0], best_words) if len(best_words) else np.zeros(0, np.int64)
+        answers, k = [], 0
         for q in range(len(query_bits)):
-            d = int(found.distance[q])
-            runner = int(found.runner_up[q]) if found.runner_up[q] >= 0 else None
-            if d < 0:
+            if index[q] < 0:
                 answers.append(
                     Attribution(
-                        False, model_id, queries[q], None, None, None, None, None, False, None, compared, max_distance
+                        False,
+                        model_id,
+                        queries[q],
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        False,
+                        None,
+                        compared,
+                        max_distance,
+                        "soft" if soft else "hamming",
                     )
                 )
                 continue
             u = info[int(best_users[k])]
-            p = float(p_values[q])
+            d = int(distances[k])
+            if soft:
+                score, runner = float(best.score[q]), float(best.runner_up[q])
+                p = float(evidence.corrected(evidence.p_value(logits[q], score), compared))
+                attributed = p <= fpr and not score <= runner  # a tie with the runner-up names nobody
+                runner_d = int(found.runner_up[q]) if found.runner_up[q] >= 0 else None
+                extra = {
+                    "rule": "soft",
+                    "score": round(score, 4),
+                    "runner_up_score": None if np.isnan(runner) else round(runner, 4),
+                }
+            else:
+                with np.errstate(divide="ignore"):  # log1p(-1) for p = 1: harmless
+                    p = float(corrected_p_value(mv.nbits - d, mv.nbits, max(compared, 1)))
+                attributed, extra = d <= max_distance, {}
+                runner_d = int(found.runner_up[q]) if found.runner_up[q] >= 0 else None
             answers.append(
                 Attribution(
-                    d <= max_distance,
+                    attributed,
                     model_id,
                     queries[q],
                     u[3],
@@ -772,20 +855,23 @@ class Registry:
                     d,
                     p,
                     u[2] is not None,
-                    runner,
+                    runner_d,
                     compared,
                     max_distance,
+                    **extra,
                 )
             )
             k += 1
-        with self._write(wait=AUDIT_WAIT_S) as conn:  # bounded: an attribution never queues behind a bulk issuance
-            self._audit(
-                conn,
-                "attribute",
-                None if tenant_scope is None else tenant_scope.id,
-                [{**a.to_dict(), "label": labels[i] if labels else None, "fpr": fpr} for i, a in enumerate(answers)],
-            )
         return answers
+
+    @staticmethod
+    def _query_logits(logits, nbits: int) -> np.ndarray:
+        arr = np.atleast_2d(np.asarray(logits, dtype=np.float64))
+        if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] != nbits:
+            raise GenprintError(f"expected (batch, {nbits}) logits for this model, got shape {arr.shape}")
+        if not np.isfinite(arr).all():
+            raise GenprintError("logits must be finite numbers")
+        return arr
 
     @staticmethod
     def _query_bits(bits, nbits: int) -> np.ndarray:
