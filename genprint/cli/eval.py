@@ -25,7 +25,7 @@ def add_parser(sub) -> None:
         help="only these attacks of the suites, comma separated (default: all; "
         "none: clean images and false positives only)",
     )
-    add_reader_options(p)
+    add_reader_options(p, cascade=True)
     p.set_defaults(func=run)
 
 
@@ -84,7 +84,7 @@ def print_summary(report: dict) -> None:
         f"PSNR {q['psnr_db']:.2f} dB, SSIM {q['ssim']:.4f}; attributed at distance <= {d['max_distance']} "
         f"of {report['nbits']} bits ({d['users']} users, FPR {d['fpr_per_query']:g})"
     )
-    table = Table("condition", "suite", "bit acc", "attribution acc", "false attr.")
+    table = Table("condition", "suite", "bit acc", "attribution (binomial)", "attribution (soft)", "false attr.")
     for name, r in report["results"].items():
         style = "red" if r["bit_accuracy"] < 0.9 else ""
         table.add_row(
@@ -92,11 +92,16 @@ def print_summary(report: dict) -> None:
             r.get("suite", ""),
             f"{r['bit_accuracy']:.3f}",
             f"{r['attribution_accuracy']:.3f}",
-            str(r["false_attributions"]),
+            f"{r['soft_attribution_accuracy']:.3f}",
+            f"{r['false_attributions']} / {r['soft_false_attributions']}",
             style=style,
         )
     console.print(table)
     for name, fp in report["false_positives"].items():
         console.print(
-            f"false positives on {name}: {fp['attributed']} of {fp['queries']} (closest distance {fp['min_distance']})"
+            f"false positives on {name}: binomial {fp['attributed']}, soft {fp['soft_attributed']} of {fp['queries']} "
+            f"(closest distance {fp['min_distance']}, smallest soft p-value {fp['soft_min_p_value']:.2g})"
         )
+    reading = report["reading"]
+    escalated = "" if reading["escalated_share"] is None else f", {reading['escalated_share']:.1%} escalated"
+    console.print(f"{reading['reader']} reader: {reading['seconds_per_image']:.3f} s per image{escalated}")
