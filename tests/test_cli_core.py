@@ -320,3 +320,19 @@ def torch_no_grad():
     import torch
 
     return torch.no_grad()
+
+
+def test_calibrate_measures_the_null_and_attribute_says_what_it_can_vouch_for(untrained_bundle_dir, tmp_path):
+    bundle = tmp_path / "b"
+    shutil.copytree(untrained_bundle_dir, bundle)
+    run("calibrate", "--model", bundle, "--null-images", 30, "--users", 200)
+    report = json.loads((bundle / "calibration.json").read_text())
+    assert report["null_queries"] == 30 and set(report["kinds"]) == {"photos", "original_decoder", "another_model"}
+    assert report["supported_fpr"] == pytest.approx(0.1) and report["attributed_at"]["1e-06"] == 0
+    image = tmp_path / "x.png"
+    Image.new("RGB", (64, 64)).save(image)
+    db = ("--db", f"sqlite:///{tmp_path / 'r.db'}")
+    line = error_line(run("attribute", "--model", bundle, "--fpr", "1e-6", "--strict-fpr", image, *db, ok=False))
+    assert "below what 30 null queries can vouch for" in line
+    warned = run("attribute", "--model", bundle, "--fpr", "1e-6", image, *db, ok=False)
+    assert "below what 30 null queries" in warned.stderr  # said, not refused, without --strict-fpr

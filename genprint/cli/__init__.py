@@ -24,6 +24,7 @@ COMMANDS = [
     "users",
     "attribute",
     "audit",
+    "calibrate",
     "models",
     "serve",
     "demo",

@@ -38,6 +38,11 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     parser.add_argument(
+        "--strict-fpr",
+        action="store_true",
+        help="refuse an --fpr below what the bundle's calibration (genprint calibrate) can vouch for",
+    )
+    parser.add_argument(
         "--collection",
         action="store_true",
         help="the images come from one source (an account's uploads): attribute them jointly, one answer; a set "
@@ -50,11 +55,14 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from genprint import calibration
     from genprint.attribution import answer_row, attribute_files, load_images, make_attributor
     from genprint.cli.options import model_dir
     from genprint.imageio import DEFAULT_MAX_PIXELS
+    from genprint.registry.store import DEFAULT_FPR
 
     bundle = model_dir(args)
+    calibration.check_fpr(calibration.load(bundle), args.fpr or DEFAULT_FPR, strict=args.strict_fpr)
     max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
     with open_registry(args) as registry:
         scope = authenticated_tenant(registry, args, required=False)
