@@ -518,3 +518,18 @@ def test_genprint_serve_shuts_down_cleanly_on_sigterm(untrained_bundle_dir, tmp_
     assert not leftovers, f"Ray processes left behind: {leftovers}"
     bad = subprocess.run([*argv[:4], "--model", str(short / "nowhere")], env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "no bundle directory" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_collection_is_attributed_as_one_query(stack):
+    good = base64.b64encode(a_render(stack)).decode()
+    headers = {"X-API-Key": stack["keys"]["acme"]}
+    before = len(stack["registry"].audit_log(action="attribute.collection", limit=1000))
+    r = stack["client"].post("/v1/attribute/collection", json={"images": [{"base64": good}] * 3}, headers=headers)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["images"] == 3 and answer["rule"] == "soft" and answer["model_id"] == stack["model_id"]
+    assert len(stack["registry"].audit_log(action="attribute.collection", limit=1000)) == before + 1
+    bad = stack["client"].post(
+        "/v1/attribute/collection", json={"images": [{"base64": good}, {"base64": "@@"}]}, headers=headers
+    )
+    assert bad.status_code == 422 and "not valid base64" in bad.json()["detail"]  # attributed whole or not at all

@@ -20,6 +20,7 @@ COMMANDS = [
     "extract",
     "eval",
     "export",
+    "verify-weights",
     "tenants",
     "users",
     "attribute",

@@ -66,6 +66,7 @@ class Family:
     build: Callable[[dict], GeneratorAdapter]  # spec -> adapter with freshly initialised modules
     load: Callable[[Path], GeneratorAdapter]  # local source path -> adapter with its weights
     export: Callable[[GeneratorAdapter, nn.Module, Path], Path]
+    read: Callable[[GeneratorAdapter, Path], dict]  # an export's decoder weights (genprint.weights reads leaks)
 
 
 FAMILIES: dict[str, Family] = {}

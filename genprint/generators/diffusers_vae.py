@@ -112,5 +112,14 @@ def export(adapter: GeneratorAdapter, decoder: nn.Module, out_dir: Path) -> Path
     return out_dir
 
 
+def read(adapter: GeneratorAdapter, path: Path) -> dict:
+    """The decoder weights of a folder `export` wrote (any diffusers folder of the family), in the adapter's layout."""
+    try:
+        vae = _vae_class(adapter.family).from_pretrained(str(path), local_files_only=True)
+    except Exception as exc:  # diffusers raises many types for a folder that is not its own
+        raise GenprintError(f"{path} is not a {adapter.family} folder ({str(exc).splitlines()[0][:200]})") from None
+    return _adapter(adapter.family, vae, adapter.spec).decoder.state_dict()
+
+
 for _family in ("diffusers-kl", "diffusers-tiny"):
-    FAMILIES[_family] = Family(build, load_family(_family), export)
+    FAMILIES[_family] = Family(build, load_family(_family), export, read)

@@ -71,4 +71,13 @@ def export(adapter: GeneratorAdapter, decoder, out_dir: Path) -> Path:
     return path
 
 
-FAMILIES["taef2"] = Family(build, load, export)
+def read(adapter: GeneratorAdapter, path: Path) -> dict[str, torch.Tensor]:
+    """The decoder state dict `export` wrote (its file, or the folder holding it)."""
+    path = path / "taef2_decoder.safetensors" if path.is_dir() else path
+    try:
+        return _read_state(path)
+    except Exception as exc:  # safetensors / torch raise many types for a file that is not theirs
+        raise GenprintError(f"{path} holds no TAEF2 decoder weights ({str(exc).splitlines()[0][:200]})") from None
+
+
+FAMILIES["taef2"] = Family(build, load, export, read)

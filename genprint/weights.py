@@ -1,0 +1,81 @@
+"""White-box verification: read a fingerprint out of a leaked decoder's weights, without any image.
+
+A baked decoder (genprint export) holds W'[o, i] = W[o, i] * s_i in every modulated conv, W the bundle's decoder and s
+the user's scales. Each channel's scale comes back by least squares against W; the mapping network then runs
+backwards: with a linear mapping (depth 0) tanh^-1((s - 1) / r) = A b is one linear system over every modulated
+channel (hundreds of equations for 32-128 unknowns), solved by least squares; deeper mappings are fitted by gradient
+descent. The solution's signs are the bits and its values act as logits for the registry's soft matching
+(genprint.evidence), so an averaged (colluded) decoder, whose scales sit between two users', names both.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genprint.errors import GenprintError
+from genprint.generators.base import FAMILIES
+from genprint.model import GenprintModel
+
+
+def read_decoder(model: GenprintModel, path: str | Path) -> dict[str, torch.Tensor]:
+    """The decoder weights of an export (a TAEF2 safetensors file or folder, a diffusers folder), in the layout of the
+    bundle's decoder; weights of another architecture are refused with what differs."""
+    state = FAMILIES[model.adapter.family].read(model.adapter, Path(path))
+    ours = model.decoder.state_dict()
+    missing = sorted(set(ours) - set(state))
+    wrong = sorted(k for k in set(ours) & set(state) if state[k].shape != ours[k].shape)
+    if missing or wrong:
+        detail = f"missing {missing[:3]}" if missing else f"shapes differ at {wrong[:3]}"
+        raise GenprintError(f"{path} is not a {model.adapter.family} decoder of this bundle's architecture ({detail})")
+    return {k: v.float() for k, v in state.items() if k in ours}
+
+
+def recover_scales(model: GenprintModel, state: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """Per modulated conv, the per-input-channel scale that best maps the bundle's weights onto the leaked ones."""
+    base = model.decoder.state_dict()
+    scales = []
+    for name in model.modulated:
+        w, leaked = base[f"{name}.weight"].float(), state[f"{name}.weight"]
+        dims = (0, 2, 3)
+        scales.append((leaked * w).sum(dims) / (w * w).sum(dims).clamp_min(1e-12))
+    return scales
+
+
+def recover_logits(model: GenprintModel, state: dict[str, torch.Tensor], steps: int = 500) -> np.ndarray:
+    """The continuous code b in [-1, 1]^n whose scales the leaked weights carry (signs: the bits)."""
+    scales = recover_scales(model, state)
+    mapping = model.mapping
+    r = mapping.config["scale_range"]
+    if mapping.config["depth"] == 0:
+        targets = torch.cat([torch.atanh(((s - 1) / r).clamp(-0.999, 0.999)) for s in scales]).double()
+        system = torch.cat([a.weight.detach() for a in mapping.affines]).double()  # (channels, nbits)
+        solution = torch.linalg.lstsq(system, targets[:, None]).solution[:, 0]
+        return solution.float().numpy()
+    code = torch.zeros(1, mapping.config["nbits"], requires_grad=True)
+    optimizer = torch.optim.Adam([code], lr=0.05)
+    target = torch.cat(scales)[None]
+    for _ in range(steps):
+        loss = (torch.cat(mapping((code.clamp(-1, 1) + 1) / 2), 1) - target).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return code.detach().clamp(-1, 1)[0].numpy()
+
+
+def untouched_share(model: GenprintModel, state: dict[str, torch.Tensor]) -> float:
+    """How much of the leaked decoder's weight energy the bundle's decoder and the recovered scales explain (1: all;
+    noise, pruning, quantisation or fine-tuning lower it)."""
+    base = model.decoder.state_dict()
+    modulated = dict(zip(model.modulated, recover_scales(model, state)))
+    residual = total = 0.0
+    for key, leaked in state.items():
+        expected = base[key].float()
+        name = key.rsplit(".", 1)[0]
+        if key.endswith("weight") and name in modulated:
+            expected = expected * modulated[name][None, :, None, None]
+        residual += float((leaked - expected).pow(2).sum())
+        total += float(leaked.pow(2).sum())
+    return 1 - residual / max(total, 1e-12)

@@ -1,0 +1,86 @@
+"""White-box verification: the fingerprint comes back from a leaked decoder's weights, for every family."""
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from test_modulation_export import TINY_KL, TINY_TINY, diffusers_model, taef2_model
+
+from genprint.errors import GenprintError
+from genprint.fingerprint import from_hex, random_fingerprints
+from genprint.weights import read_decoder, recover_logits, untouched_share
+
+FAMILIES = [("taef2", None), ("diffusers-kl", TINY_KL), ("diffusers-tiny", TINY_TINY)]
+
+
+def model_of(family, config):
+    return taef2_model() if family == "taef2" else diffusers_model(family, config)
+
+
+def with_noise(state: dict, relative: float, seed: int = 0) -> dict:
+    """Gaussian noise on every weight tensor at `relative` of that tensor's standard deviation."""
+    g = torch.Generator().manual_seed(seed)
+    return {
+        k: v + torch.randn(v.shape, generator=g) * relative * v.float().std() if v.numel() > 1 else v
+        for k, v in state.items()
+    }
+
+
+@pytest.mark.parametrize("family,config", FAMILIES, ids=[f for f, _ in FAMILIES])
+def test_the_code_comes_back_from_the_weights_under_noise(tmp_path, family, config):
+    model = model_of(family, config)
+    bits = random_fingerprints(1, model.nbits, rng=np.random.default_rng(5))[0]
+    exported = model.adapter.export_native(model.bake(bits), tmp_path / "clean")
+    state = read_decoder(model, exported)
+    assert np.array_equal(recover_logits(model, state) > 0, bits.astype(bool))
+    assert untouched_share(model, state) > 0.999999
+    noisy = with_noise(state, 0.01)  # 1 % of each tensor's std, as a leaker covering tracks might add
+    assert np.array_equal(recover_logits(model, noisy) > 0, bits.astype(bool))
+    assert untouched_share(model, noisy) < untouched_share(model, state)
+
+
+def test_weights_of_another_architecture_are_refused(tmp_path):
+    model = taef2_model()
+    other = diffusers_model("diffusers-tiny", TINY_TINY)
+    folder = other.adapter.export_native(other.bake(np.zeros(other.nbits, np.uint8)), tmp_path / "tiny")
+    with pytest.raises(GenprintError, match="not a taef2 decoder of this bundle's architecture"):
+        read_decoder(model, folder / "diffusion_pytorch_model.safetensors")
+    with pytest.raises(GenprintError, match="holds no TAEF2 decoder weights"):
+        read_decoder(model, folder / "config.json")
+    path = model.adapter.export_native(model.bake(np.zeros(48, np.uint8)), tmp_path / "taef2")
+    state = load_file(path)
+    state["3.conv.0.weight"] = state["3.conv.0.weight"][:, :32].contiguous()  # another width
+    save_file(state, tmp_path / "narrow.safetensors")
+    with pytest.raises(GenprintError, match="shapes differ"):
+        read_decoder(model, tmp_path / "narrow.safetensors")
+
+
+def test_verify_weights_names_the_user_and_two_colluders(tmp_path, capsys, monkeypatch):
+    import json
+
+    from genprint.bundle import read_config, save_bundle
+    from genprint.cli import main
+    from genprint.registry import Registry
+
+    model = taef2_model()
+    bundle = save_bundle(model, tmp_path / "bundle")
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    registry = Registry(db)
+    tenant, _ = registry.create_tenant("acme")
+    codes = dict(registry.register_users(tenant, read_config(bundle)["model_id"], 48, names=["ann", "ben", "cy"]))
+
+    def export(user):
+        return model.adapter.export_native(model.bake(from_hex(codes[user])), tmp_path / user)
+
+    monkeypatch.delenv("GENPRINT_DB", raising=False)
+    assert main(["verify-weights", str(export("ben")), "--model", str(bundle), "--db", db, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["fingerprint"] == codes["ben"] and report["user"]["user"] == "ben" and report["colluder"] is None
+    a, b = (load_file(export(u)) for u in ("ann", "cy"))
+    save_file({k: (a[k] + b[k]) / 2 for k in a}, tmp_path / "averaged.safetensors")
+    assert (
+        main(["verify-weights", str(tmp_path / "averaged.safetensors"), "--model", str(bundle), "--db", db, "--json"])
+        == 0
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert {report["user"]["user"], report["colluder"]["user"]} == {"ann", "cy"}
