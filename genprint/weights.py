@@ -79,3 +79,64 @@ def untouched_share(model: GenprintModel, state: dict[str, torch.Tensor]) -> flo
         residual += float((leaked - expected).pow(2).sum())
         total += float(leaked.pow(2).sum())
     return 1 - residual / max(total, 1e-12)
+
+
+# --- attacks on the weights themselves (research question 2) -------------------------------------------------------
+
+
+def noise(state: dict, sigma: float, seed: int = 0) -> dict:
+    """Gaussian noise on every weight tensor, `sigma` of each tensor's own standard deviation."""
+    g = torch.Generator().manual_seed(seed)
+    return {
+        k: v + torch.randn(v.shape, generator=g) * sigma * v.float().std() if v.numel() > 1 else v.clone()
+        for k, v in state.items()
+    }
+
+
+def prune(state: dict, fraction: float) -> dict:
+    """Magnitude pruning: the smallest `fraction` of each weight tensor's entries set to 0 (biases kept)."""
+    out = {}
+    for k, v in state.items():
+        if v.ndim < 2 or fraction <= 0:
+            out[k] = v.clone()
+            continue
+        cut = torch.quantile(v.abs().flatten().float(), min(fraction, 1.0))
+        out[k] = torch.where(v.abs() <= cut, torch.zeros_like(v), v)
+    return out
+
+
+def int8(state: dict) -> dict:
+    """Per-tensor symmetric int8 quantisation and back, as a model hub's 8-bit export would store it."""
+    out = {}
+    for k, v in state.items():
+        scale = v.abs().max().clamp_min(1e-12) / 127
+        out[k] = (v / scale).round().clamp(-127, 127) * scale
+    return out
+
+
+def average(state: dict, other: dict) -> dict:
+    """Two users' decoders averaged weight by weight: collusion."""
+    return {k: (v + other[k]) / 2 for k, v in state.items()}
+
+
+def finetune(
+    model: GenprintModel, state: dict, photos, steps: int, lr: float = 1e-4, crop: int = 128, seed: int = 0
+) -> dict:
+    """What removes a key baked into weights (Stable Signature's attack): fine-tune the leaked decoder for `steps`
+    steps so that its images match the original decoder's (TAEF2's public weights) on photos."""
+    from genprint.data import LatentBank
+
+    decoder = model.adapter.copy_decoder()
+    decoder.load_state_dict(state)
+    decoder.train().requires_grad_(True)
+    bank = LatentBank(model.encode, photos, model.adapter.downscale, crop, seed=seed)
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=lr)
+    for _ in range(steps):
+        latents = bank.sample(8)
+        with torch.no_grad():
+            target = model.decode_reference(latents)
+        loss = (model.adapter.decode(latents, decoder=decoder) - target).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return {k: v.detach() for k, v in decoder.state_dict().items()}

@@ -84,3 +84,57 @@ def test_verify_weights_names_the_user_and_two_colluders(tmp_path, capsys, monke
     )
     report = json.loads(capsys.readouterr().out)
     assert {report["user"]["user"], report["colluder"]["user"]} == {"ann", "cy"}
+
+
+@pytest.mark.parametrize("kind,strength", [("noise", 0.01), ("int8", 0), ("prune", 0.2), ("finetune", 2)])
+def test_attack_weights_writes_the_export_format_and_verify_still_reads_it(
+    tmp_path, capsys, monkeypatch, kind, strength
+):
+    import json
+
+    from genprint.bundle import save_bundle
+    from genprint.cli import main
+
+    model = taef2_model()
+    bundle = save_bundle(model, tmp_path / "bundle")
+    bits = random_fingerprints(1, 48, rng=np.random.default_rng(9))[0]
+    leaked = model.adapter.export_native(model.bake(bits), tmp_path / "leaked")
+    monkeypatch.delenv("GENPRINT_DB", raising=False)
+    assert (
+        main(
+            [
+                "attack-weights",
+                str(leaked),
+                "--model",
+                str(bundle),
+                "--kind",
+                kind,
+                "--strength",
+                str(strength),
+                "--out",
+                str(tmp_path / "attacked"),
+            ]
+        )
+        == 0
+    )
+    attacked = tmp_path / "attacked" / "taef2_decoder.safetensors"
+    assert set(load_file(attacked)) == set(load_file(leaked))
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "verify-weights",
+                str(attacked),
+                "--model",
+                str(bundle),
+                "--db",
+                f"sqlite:///{tmp_path / 'r.db'}",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert report["weights_explained"] < 1
+    if kind != "prune":  # light attacks leave the code readable from the weights
+        assert report["fingerprint"] == "".join(f"{b:02x}" for b in np.packbits(bits))

@@ -21,6 +21,7 @@ COMMANDS = [
     "eval",
     "export",
     "verify-weights",
+    "attack-weights",
     "tenants",
     "users",
     "attribute",
