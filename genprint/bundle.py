@@ -122,7 +122,12 @@ def _replace(staging: Path, out: Path) -> None:
             raise GenprintError(f"{out} exists and is not a bundle: refusing to replace it")
         old = out.with_name(f".{out.name}.old{os.getpid()}")
         os.replace(out, old)
-    os.replace(staging, out)
+    try:
+        os.replace(staging, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -131,6 +136,8 @@ def read_config(path: str | Path) -> dict:
     """config.json of the bundle at `path`, checked against the schema (not the weights: load_bundle does that)."""
     path = Path(path)
     cfg_path = path / "config.json"
+    if not path.exists() and (left := sorted(path.parent.glob(f".{path.name}.old*"))):
+        os.replace(left[-1], path)  # a save stopped between its two renames: the old bundle comes back
     if not cfg_path.is_file():
         raise GenprintError(f"{path} is not a genprint bundle (no config.json)")
     try:

@@ -4,8 +4,9 @@ The soft rule's p-value is exact when the registered codes are random with respe
 whatever the reader does. A calibration checks that on real null images (unfingerprinted photos, the original
 decoder's output, renders of another fingerprinting model, and attacked versions of each): for every threshold it
 records the share of null queries whose best match among `users` simulated codes would have been attributed. It is
-stored beside the bundle (`calibration.json`). With M null queries and none attributed, the false-positive rate it can
-vouch for is at best 3 / M (95 % confidence); a caller asking for less is told, or refused with `strict`.
+stored beside the bundle (`calibration.json`). With M null queries it vouches for rates down to about 3 / M, and for
+none where its queries were attributed more often than the rate allows; a caller asking for less is told, or refused
+with `strict`.
 """
 
 from __future__ import annotations
@@ -108,8 +109,23 @@ def calibrate(
         "users": users,
         "attributed_at": {f"{t:g}": int((p <= t).sum()) for t in THRESHOLDS},
         "smallest_p_value": float(p.min()),
-        "supported_fpr": 3 / queries,  # none attributed among `queries`: FPR <= 3 / queries at 95 % confidence
+        "supported_fpr": supported_fpr(p),
     }
+
+
+def supported_fpr(p_values: np.ndarray) -> float:
+    """The smallest threshold t the null queries vouch for: t is at least 3 / M (with M null queries, none attributed
+    says the rate is under 3 / M at 95 % confidence, and no finer), and at t and every larger threshold the share of
+    null queries attributed is no evidence (one-sided binomial test at 5 %) that the rate exceeds the threshold."""
+    from scipy.stats import binom
+
+    queries, floor = len(p_values), 1.0
+    for t in np.logspace(-1, -12, 111):  # from 0.1 down, a tenth of a decade at a time
+        attributed = int((p_values <= t).sum())
+        if t < 3 / queries or binom.sf(attributed - 1, queries, t) < 0.05:
+            break
+        floor = float(t)
+    return floor
 
 
 def load(bundle: str | Path) -> dict | None:
@@ -117,13 +133,18 @@ def load(bundle: str | Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def check_fpr(calibration: dict | None, fpr: float, strict: bool = False) -> None:
+def check_fpr(calibration: dict | None, fpr: float, strict: bool = False, model_id: str | None = None) -> None:
     """Say (or, strict, refuse) when `fpr` is below what the calibration's null queries can vouch for."""
     if calibration is None:
         if strict:
             raise GenprintError("this bundle has no calibration.json: run `genprint calibrate` first")
         return
     floor = calibration["supported_fpr"]
+    if model_id is not None and calibration.get("model_id") not in (None, model_id):
+        raise GenprintError(
+            f"calibration.json was measured on model {calibration['model_id']}, not {model_id}: "
+            "run `genprint calibrate` again"
+        )
     if fpr >= floor:
         return
     message = (

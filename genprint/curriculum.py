@@ -31,7 +31,7 @@ class StageConfig:
 
 @dataclass
 class CurriculumConfig:
-    smoothing: int = 100  # steps in the running means of stream accuracy and PSNR
+    smoothing: int = 100  # steps in the running mean of the stream's bit accuracy
     psnr: tuple[float, float] = (24.0, 33.0)  # the quality stage's PSNR target, start and end (dB)
     weight: tuple[float, float, float] = (1.0, 0.01, 1000.0)  # quality weight: start, min, max
     weight_rate: float = 0.02  # change of log(weight) per step and dB off target
@@ -73,7 +73,6 @@ class Curriculum:
         self.config = config
         self.progress = dict.fromkeys(STAGES, 0.0)
         self.accuracy = 0.5
-        self.psnr: float | None = None
         self.log_weight = math.log(config.weight[0])
         self.finished_at: dict[str, int] = {}
         self.updates = 0
@@ -105,7 +104,6 @@ class Curriculum:
         rate = 1 / min(c.smoothing, self.updates + 1)  # a plain mean until `smoothing` steps are in
         self.updates += 1
         self.accuracy += rate * (bit_accuracy - self.accuracy)
-        self.psnr = psnr if self.psnr is None else self.psnr + rate * (psnr - self.psnr)
         wmin, wmax = c.weight[1], c.weight[2]
         self.log_weight = min(
             max(self.log_weight + c.weight_rate * (self.psnr_target - psnr), math.log(wmin)), math.log(wmax)
@@ -131,7 +129,6 @@ class Curriculum:
         return {
             "progress": dict(self.progress),
             "accuracy": self.accuracy,
-            "psnr": self.psnr,
             "log_weight": self.log_weight,
             "finished_at": dict(self.finished_at),
             "updates": self.updates,
@@ -139,6 +136,6 @@ class Curriculum:
 
     def load_state_dict(self, state: dict) -> None:
         self.progress = {name: float(state["progress"][name]) for name in STAGES}
-        self.accuracy, self.psnr, self.log_weight = float(state["accuracy"]), state["psnr"], float(state["log_weight"])
+        self.accuracy, self.log_weight = float(state["accuracy"]), float(state["log_weight"])
         self.finished_at = {k: int(v) for k, v in state["finished_at"].items()}
         self.updates = int(state["updates"])

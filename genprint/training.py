@@ -131,6 +131,8 @@ class Trainer:
             for k, crop in enumerate(config.crops)
         }
         self.step = 0
+        # Metrics across ranks (pipelines.ray_train sets the all-reduce); one process keeps its own.
+        self.reduce: Callable[[dict[str, float]], dict[str, float]] = lambda metrics: metrics
         self.train_seconds = 0.0  # time spent in training steps, across resumes (the learning curve's hours)
 
     def wrap(self, fn: Callable[[torch.nn.Module], torch.nn.Module]) -> None:
@@ -211,6 +213,7 @@ class Trainer:
                 "quality_weight": quality_weight,
                 "attack_strength": strength,
             }
+        metrics = self.reduce(metrics)  # every rank updates its curriculum from the same numbers
         if self.curriculum is not None:
             self.curriculum.update(metrics["bit_acc"], metrics["psnr"], self.step)
         return metrics

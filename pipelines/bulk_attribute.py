@@ -96,9 +96,10 @@ def _images(source: str) -> list[str]:
 
 
 def _done(out: str) -> set[str]:
-    """Paths that already have a row in OUT (from an earlier, interrupted run of the job)."""
-    import pyarrow.dataset as pads
+    """Paths that already have a row in OUT (from an earlier, interrupted run of the job). A Parquet file cut short by
+    the interruption is moved aside (`_incomplete-NAME`, which readers of the folder skip) and its images run again."""
     import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
 
     from pipelines.ray_runtime import location
 
@@ -106,15 +107,16 @@ def _done(out: str) -> set[str]:
     filesystem = filesystem or pafs.LocalFileSystem()
     if filesystem.get_file_info(root).type != pafs.FileType.Directory:
         return set()
-    try:
-        return set(
-            pads.dataset(root, format="parquet", filesystem=filesystem).to_table(columns=["path"])["path"].to_pylist()
-        )
-    except (OSError, ValueError) as exc:
-        raise GenprintError(
-            f"{out} holds files that are not this job's Parquet output ({str(exc).splitlines()[0]}); "
-            "use an empty or earlier OUT"
-        ) from None
+    done: set[str] = set()
+    for info in filesystem.get_file_info(pafs.FileSelector(root)):
+        if info.type != pafs.FileType.File or not info.base_name.endswith(".parquet") or info.base_name[0] in "._":
+            continue
+        try:
+            done.update(pq.read_table(info.path, columns=["path"], filesystem=filesystem)["path"].to_pylist())
+        except (OSError, ValueError, KeyError):
+            log.warning("%s is incomplete (an interrupted run): its images will be attributed again", info.path)
+            filesystem.move(info.path, f"{root}/_incomplete-{info.base_name}")
+    return done
 
 
 def bulk_attribute(

@@ -53,7 +53,7 @@ def _restore(trainer, checkpoint, rank: int) -> int:
         state = torch.load(path, map_location=trainer.device, weights_only=True)
     if path != own:  # a new rank: keep its own data/bit/attack streams, take the shared weights and step
         fresh = trainer.state_dict()
-        state.update({k: fresh[k] for k in ("bank", "bits_gen", "attacks")})
+        state.update({k: fresh[k] for k in ("bank", "bits_gen", "attacks", "targets", "size_gen")})
     trainer.load_state_dict(state)
     return trainer.step
 
@@ -88,6 +88,7 @@ def train_loop(loop: dict) -> None:
     resumed_from = _restore(trainer, ray.train.get_checkpoint(), rank)
     if world > 1:
         trainer.wrap(lambda module: ray.train.torch.prepare_model(module, move_to_device=False))
+        trainer.reduce = lambda metrics: _mean_across_workers(metrics, world, device)
     tracker = None
     if rank == 0 and loop.get("mlflow_run_id"):
         from pipelines.tracking import RunTracker
@@ -96,7 +97,7 @@ def train_loop(loop: dict) -> None:
     pending: list[tuple[int, dict]] = []
     started, first_step = time.perf_counter(), trainer.step
     while trainer.step < config.steps:
-        metrics = _mean_across_workers(trainer.train_step(), world, device)
+        metrics = trainer.train_step()  # averaged across workers (trainer.reduce)
         step = trainer.step
         pending.append((step, metrics))
         last = step == config.steps

@@ -32,13 +32,16 @@ class AttributionEngine:
         )
 
     def info(self) -> dict:
-        return self.attributor.info()
+        with self.lock:
+            return self.attributor.info()
 
     def attribute(self, items: list[tuple]) -> list[dict]:
         """items: (image (3, H, W) float32 in [0, 1], tenant scope or None for all tenants) -> one answer dict each."""
-        answers = self.attributor.attribute([image for image, _ in items], [scope for _, scope in items])
+        with self.lock:
+            answers = self.attributor.attribute([image for image, _ in items], [scope for _, scope in items])
         return [public_answer(a, self.nbits) for a in answers]
 
     def attribute_collection(self, images: list, scope) -> dict:
         """Images believed to come from one source -> one joint answer (genprint.attribution)."""
-        return public_answer(self.attributor.attribute_collection(images, scope), self.nbits)
+        with self.lock:
+            return public_answer(self.attributor.attribute_collection(images, scope), self.nbits)

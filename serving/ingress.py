@@ -315,7 +315,7 @@ class Ingress:
             raise IntakeError(
                 422, f"a batch holds 1 to {self.settings.max_batch_images} images, got {len(batch.images)}"
             )
-        items = await asyncio.gather(*(self._batch_bytes(principal, i, item) for i, item in enumerate(batch.images)))
+        items = await self._items(principal, batch)
         # The request's images together hold at most max_request_pixels once decoded; later ones beyond it get 413.
         budget = self.settings.max_request_pixels
         for item in items:
@@ -346,7 +346,7 @@ class Ingress:
             raise IntakeError(
                 422, f"a collection holds 1 to {self.settings.max_batch_images} images, got {len(batch.images)}"
             )
-        items = await asyncio.gather(*(self._batch_bytes(principal, i, item) for i, item in enumerate(batch.images)))
+        items = await self._items(principal, batch)
         if failed := next((item for item in items if isinstance(item, BatchResult)), None):
             raise IntakeError(failed.status, failed.error)  # a collection is attributed whole or not at all
         pixels = sum(item[2] for item in items)
@@ -362,22 +362,33 @@ class Ingress:
         self.metrics.attributed(principal.name, result["attributed"])
         return Attribution(**result)
 
-    async def _batch_bytes(self, principal, index: int, item: BatchItem):
-        """[id, name, pixels, bytes or IntakeError] for one batch item, or its BatchResult when it already failed."""
-        name = item.id or f"images[{index}]"
-        try:
-            if (item.base64 is None) == (item.uri is None):
-                raise IntakeError(422, f"{name}: give exactly one of 'base64' and 'uri'")
-            if item.base64 is not None:
-                data = from_base64(item.base64, name)
-            else:
-                s = self.settings
-                data = await asyncio.to_thread(
-                    fetch_s3, item.uri, s.max_request_bytes, name, s.image_uri_prefixes, principal.name
-                )
-            return [item.id, name, pixels_of(data, self.settings.max_pixels, name), data]
-        except IntakeError as exc:
-            return BatchResult(id=item.id, error=str(exc), status=exc.status)
+    async def _items(self, principal, batch: BatchRequest) -> list:
+        """Each item's [id, name, pixels, bytes or IntakeError], or its BatchResult when it already failed. s3:// images
+        are fetched one after another, all of a request's together at most max_request_bytes: a batch of URIs holds no
+        more in memory than a body could."""
+        remaining = self.settings.max_request_bytes
+        items = []
+        for index, item in enumerate(batch.images):
+            name = item.id or f"images[{index}]"
+            try:
+                if (item.base64 is None) == (item.uri is None):
+                    raise IntakeError(422, f"{name}: give exactly one of 'base64' and 'uri'")
+                if item.base64 is not None:
+                    data = from_base64(item.base64, name)
+                else:
+                    if remaining <= 0:
+                        raise IntakeError(
+                            413, f"{name}: the request's s3:// images exceed {self.settings.max_request_bytes} bytes"
+                        )
+                    s = self.settings
+                    data = await asyncio.to_thread(
+                        fetch_s3, item.uri, remaining, name, s.image_uri_prefixes, principal.name
+                    )
+                    remaining -= len(data)
+                items.append([item.id, name, pixels_of(data, self.settings.max_pixels, name), data])
+            except IntakeError as exc:
+                items.append(BatchResult(id=item.id, error=str(exc), status=exc.status))
+        return items
 
     async def _batch_item(self, principal, item) -> BatchResult:
         if isinstance(item, BatchResult):

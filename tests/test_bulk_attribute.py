@@ -149,10 +149,13 @@ def test_a_rerun_resumes_where_the_job_stopped(setup):
     out = setup["root"] / "resume-out"
     assert bulk_attribute(str(images), str(out), setup["bundle"], setup["registry"], batch_size=1) == 2
     first = {p.name for p in out.glob("*.parquet")}
+    cut = next(iter(sorted(out.glob("*.parquet"))))
+    (out / "cut-short.parquet").write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])  # a run killed mid-write
     (images / "sub").mkdir()
     sh.copy(setup["images"] / "sub" / "b.png", images / "sub" / "b.png")  # what the stopped job had not reached
     assert bulk_attribute(str(images), str(out), setup["bundle"], setup["registry"]) == 1
     assert first <= {p.name for p in out.glob("*.parquet")}  # earlier output kept as it was
+    assert (out / "_incomplete-cut-short.parquet").exists()  # moved aside, where readers of the folder skip it
     import pyarrow.dataset as pads
 
     paths = pads.dataset(str(out), format="parquet").to_table(columns=["path"])["path"].to_pylist()

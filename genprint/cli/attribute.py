@@ -57,12 +57,18 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from genprint import calibration
     from genprint.attribution import answer_row, attribute_files, load_images, make_attributor
+    from genprint.bundle import read_config
     from genprint.cli.options import model_dir
     from genprint.imageio import DEFAULT_MAX_PIXELS
     from genprint.registry.store import DEFAULT_FPR
 
     bundle = model_dir(args)
-    calibration.check_fpr(calibration.load(bundle), args.fpr or DEFAULT_FPR, strict=args.strict_fpr)
+    calibration.check_fpr(
+        calibration.load(bundle),
+        args.fpr or DEFAULT_FPR,
+        strict=args.strict_fpr,
+        model_id=read_config(bundle)["model_id"],
+    )
     max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
     with open_registry(args) as registry:
         scope = authenticated_tenant(registry, args, required=False)

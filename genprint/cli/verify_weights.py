@@ -48,11 +48,17 @@ def run(args) -> int:
             )[0]
         except NotFoundError:
             first = None
-        if first is not None and first.fingerprint:
+        if first is not None and first.attributed:
             # An average of two users' decoders holds about (b_A + b_B) / 2: what the first leaves is the second.
             code = logits / max(float(abs(logits).max()), 1e-12)
             rest = 2 * code - (2 * from_hex(first.fingerprint).astype(float) - 1)
-            second = registry.decide(None, model.bundle_config["model_id"], fpr=args.fpr, logits=rest[None])[0]
+            second = registry.attribute_many(
+                None,
+                model.bundle_config["model_id"],
+                fpr=args.fpr,
+                logits=rest[None],
+                labels=[f"weights:{args.leaked} (second colluder)"],
+            )[0]
             colluder = second if second.attributed and second.user != first.user else None
         else:
             colluder = None

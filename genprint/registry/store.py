@@ -132,7 +132,10 @@ class Attribution:
 
 def _without(message: str, url: str) -> str:
     """`message` with the URL's password removed, wherever a driver repeated it."""
-    password = make_url(url).password if "://" in url else None
+    try:
+        password = make_url(url).password if "://" in url else None
+    except Exception:  # not a URL SQLAlchemy parses: the message holds nothing we could mask by it
+        password = None
     return message.replace(password, "***") if password else message
 
 
