@@ -1,9 +1,12 @@
 """The attribution service's engine: the core Attributor (genprint.attribution) built from the Serve settings.
 
-The reader is the ONNX Runtime extractor (the default, for high rates) or, with `reader: inversion`, the inversion
-reader, which reads far more bits through the decoder at a decoder pass per fitting step."""
+The reader is the ONNX Runtime extractor (the default, for high rates), with `reader: inversion` the inversion reader,
+which reads far more bits through the decoder at a decoder pass per fitting step, or with `reader: cascade` the first
+and, for what it leaves uncertain, the second."""
 
 from __future__ import annotations
+
+import threading
 
 from genprint.attribution import make_attributor, public_answer
 from serving.settings import ServeSettings
@@ -25,11 +28,11 @@ class AttributionEngine:
             read_cache_size=settings.read_cache_size,
             max_read_pixels=settings.max_request_pixels,
         )
-        self.model_id, self.nbits, self.registry = (
-            self.attributor.model_id,
-            self.attributor.nbits,
-            self.attributor.registry,
-        )
+        self.model_id, self.nbits = self.attributor.model_id, self.attributor.nbits
+        self.registry = self.attributor.registry
+        # The batched route and the collection route run on threads of their own; the attributor (its read cache, the
+        # decoder's modulation state) takes one caller at a time.
+        self.lock = threading.Lock()
 
     def info(self) -> dict:
         with self.lock:
