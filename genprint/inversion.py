@@ -7,14 +7,11 @@ uses the decoder itself as the model of that texture, so it needs no training be
 An upload is rarely the image as generated: brightness, contrast, colour, sharpening and JPEG are edits that act
 (nearly) as one linear filter on the whole image. So the rendering passes through the k x k colour filter that best
 maps it onto the upload, solved in closed form at every step, and pixels an edit clipped (or erased) are left out.
-On the same four photos that lifted brightness x1.5 from 0.87 to 1.00 bit accuracy (docs/research.md, "Fourth round").
 A rotated upload is read through the rotation: the reader finds the angle (`find_rotation`), starts from the de-rotated
-image and turns each rendering by that angle before comparing, so the upload itself is never resampled twice (on four
-photos at 256 px with the angle given, rotations of 10 and 30 degrees read 0.95 and 0.94; de-rotating the upload
-instead read 0.85 and 0.87).
-It costs `steps` decoder forward and backward passes per image (about 0.25 s per step for a 256 px image on
-2 CPU cores), so it is the forensic reader; the CNN (ONNX Runtime / TensorRT) serves high-rate attribution.
-docs/results.md has what it reads under each attack.
+image and turns each rendering by that angle before comparing, so the upload itself is never resampled twice.
+It costs `steps` decoder forward and backward passes per image, so it is the forensic reader; the CNN (ONNX Runtime /
+TensorRT) serves high-rate attribution. docs/research.md has the measurements behind each choice ("Fourth round" and
+after), docs/results.md what it reads under each attack.
 """
 
 from __future__ import annotations
@@ -32,7 +29,7 @@ from genprint.readers.base import Reader
 LOGIT_GAIN = 3.0
 # Rotations searched by default, degrees either way: WOUAF's sweep goes to 30.
 MAX_ROTATION = 30.0
-# Fitting steps per image by default: 50 read 0.99 and 100 read 1.00 of 256 px images' bits (docs/research.md).
+# Fitting steps per image by default (docs/research.md, "Third round": where the fit stops gaining).
 STEPS = 100
 
 
@@ -200,8 +197,7 @@ class InversionReader(Reader):
 
 
 # How far (robust z-score of the log error) the best angle must stand out from the others to count as a rotation.
-# On the `smoke` bundle, rotations of 13 and 29 degrees scored 5.7 to 16.6 with 1 degree steps, and the best of the
-# spurious peaks that noise, blur, resizing and the combined attacks made scored at most 3.5.
+# Set between what real rotations and the spurious peaks of other edits scored (docs/results.md, the rotation rows).
 ROTATION_Z = 4.5
 
 
