@@ -20,10 +20,13 @@ from torch import nn
 
 from genprint.errors import GenprintError
 
+# What a fingerprint may modulate: convolutions over images or over sound, and transposed ones (upsampling layers).
+CONVS = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d)
+
 
 def select_convs(decoder: nn.Module, patterns: list[str]) -> list[str]:
-    """Names of the Conv2d modules matching any glob pattern, in module order."""
-    convs = {name: m for name, m in decoder.named_modules() if isinstance(m, nn.Conv2d)}
+    """Names of the convolutions (CONVS) matching any glob pattern, in module order."""
+    convs = {name: m for name, m in decoder.named_modules() if isinstance(m, CONVS)}
     chosen = [name for name in convs if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
     if not chosen:
         raise GenprintError(f"no convolution of the decoder matches {patterns}; some names: {list(convs)[:6]}")
@@ -91,7 +94,7 @@ class Modulator:
             x = args[0]
             if s.shape[0] != x.shape[0]:
                 raise GenprintError(f"{s.shape[0]} fingerprints for a batch of {x.shape[0]} latents")
-            s = s.to(x.dtype)[:, :, None, None]
+            s = s.to(x.dtype).reshape(s.shape + (1,) * (x.ndim - 2))  # (B, C, 1[, 1]): one scale per channel
             if self._own_input[index] and not torch.is_grad_enabled():  # with grad, autograd may have saved x
                 return (x.mul_(s),) + tuple(args[1:])
             return (x * s,) + tuple(args[1:])
@@ -128,6 +131,18 @@ def _reads_fresh_activation(modules: dict[str, nn.Module], name: str) -> bool:
     return isinstance(before, FRESH_ACTIVATIONS) and not getattr(before, "inplace", False)
 
 
+def input_axis(conv: nn.Module) -> int:
+    """The weight dimension of a conv's input channels: 1, or 0 for a transposed conv."""
+    return 0 if isinstance(conv, (nn.ConvTranspose1d, nn.ConvTranspose2d)) else 1
+
+
+def per_input_channel(conv: nn.Module, values: torch.Tensor) -> torch.Tensor:
+    """`values` (one per input channel) shaped to broadcast against the conv's weight."""
+    shape = [1] * conv.weight.ndim
+    shape[input_axis(conv)] = -1
+    return values.reshape(shape)
+
+
 def bake(decoder: nn.Module, conv_names: list[str], scales: list[torch.Tensor]) -> nn.Module:
     """Form (b): a copy of `decoder` with one user's scales multiplied into its conv weights."""
     baked = copy.deepcopy(decoder)
@@ -137,6 +152,5 @@ def bake(decoder: nn.Module, conv_names: list[str], scales: list[torch.Tensor]) 
         for name, s in zip(conv_names, scales):
             conv = modules[name]
             conv._forward_pre_hooks.clear()
-            s = s.reshape(-1)
-            conv.weight.mul_(s.to(conv.weight.dtype)[None, :, None, None])
+            conv.weight.mul_(per_input_channel(conv, s.reshape(-1)).to(conv.weight.dtype))
     return baked

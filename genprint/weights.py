@@ -18,6 +18,7 @@ import torch
 from genprint.errors import GenprintError
 from genprint.generators.base import FAMILIES
 from genprint.model import GenprintModel
+from genprint.modulation import input_axis, per_input_channel
 
 
 def read_decoder(model: GenprintModel, path: str | Path) -> dict[str, torch.Tensor]:
@@ -35,11 +36,11 @@ def read_decoder(model: GenprintModel, path: str | Path) -> dict[str, torch.Tens
 
 def recover_scales(model: GenprintModel, state: dict[str, torch.Tensor]) -> list[torch.Tensor]:
     """Per modulated conv, the per-input-channel scale that best maps the bundle's weights onto the leaked ones."""
-    base = model.decoder.state_dict()
+    base, modules = model.decoder.state_dict(), dict(model.decoder.named_modules())
     scales = []
     for name in model.modulated:
         w, leaked = base[f"{name}.weight"].float(), state[f"{name}.weight"]
-        dims = (0, 2, 3)
+        dims = tuple(d for d in range(w.ndim) if d != input_axis(modules[name]))
         scales.append((leaked * w).sum(dims) / (w * w).sum(dims).clamp_min(1e-12))
     return scales
 
@@ -68,14 +69,14 @@ def recover_logits(model: GenprintModel, state: dict[str, torch.Tensor], steps: 
 def untouched_share(model: GenprintModel, state: dict[str, torch.Tensor]) -> float:
     """How much of the leaked decoder's weight energy the bundle's decoder and the recovered scales explain (1: all;
     noise, pruning, quantisation or fine-tuning lower it)."""
-    base = model.decoder.state_dict()
+    base, modules = model.decoder.state_dict(), dict(model.decoder.named_modules())
     modulated = dict(zip(model.modulated, recover_scales(model, state)))
     residual = total = 0.0
     for key, leaked in state.items():
         expected = base[key].float()
         name = key.rsplit(".", 1)[0]
         if key.endswith("weight") and name in modulated:
-            expected = expected * modulated[name][None, :, None, None]
+            expected = expected * per_input_channel(modules[name], modulated[name])
         residual += float((leaked - expected).pow(2).sum())
         total += float(leaked.pow(2).sum())
     return 1 - residual / max(total, 1e-12)

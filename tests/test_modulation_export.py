@@ -178,3 +178,31 @@ def test_real_taef2_reconstructs_photos():
     x = load_rgb(resolve_photos(None)[0], 8)[:, :128, :128][None]
     with torch.no_grad():
         assert psnr(adapter.decode(adapter.encode(x)), x).item() > 24  # README there: ~30 dB on 512 px crops
+
+
+def test_forms_agree_for_sound_convolutions_and_transposed_ones():
+    """The modulation is not image-specific: Conv1d and ConvTranspose1d (an audio decoder's upsampling) take the
+    same per-input-channel scales, per sample (form a) and baked (form b)."""
+    from torch import nn
+
+    from genprint.modulation import Modulator, bake, select_convs
+
+    torch.manual_seed(0)
+    decoder = nn.Sequential(
+        nn.Conv1d(8, 16, 7, padding=3),
+        nn.ReLU(),
+        nn.ConvTranspose1d(16, 16, 4, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv1d(16, 1, 7, padding=3),
+    ).eval()
+    names = select_convs(decoder, ["*"])
+    assert names == ["0", "2", "4"]
+    modulator = Modulator(decoder, names)
+    scales = [1 + 0.3 * torch.randn(2, c) for c in modulator.channels]
+    z = torch.randn(2, 8, 50)
+    with torch.no_grad(), modulator.active(scales):
+        per_sample = decoder(z)
+    for i in range(2):
+        with torch.no_grad():
+            baked = bake(decoder, names, [s[i] for s in scales])(z[i : i + 1])
+        assert (baked - per_sample[i : i + 1]).abs().max().item() < 1e-5
