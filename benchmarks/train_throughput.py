@@ -64,16 +64,29 @@ def step_variants(config_name: str) -> list[tuple[str, dict]]:
 
 
 def time_steps(config, photos: str, warmup: int, steps: int) -> dict:
+    import torch
+
     from genprint.training import Trainer
 
     trainer = Trainer(config, photos=photos)
-    for _ in range(warmup):
+
+    def next_crop() -> int:  # the size the next step will draw (a copy of the trainer's generator)
+        peek = torch.Generator().set_state(trainer.size_gen.get_state())
+        return config.crops[int(torch.randint(len(config.crops), (1,), generator=peek))]
+
+    # warm up until every crop size has run once: a size's first step builds its kernels (seconds, not a step's cost)
+    seen, done = set(), 0
+    while done < warmup or seen != set(config.crops):
+        seen.add(next_crop())
         trainer.train_step()
-    times = []
+        done += 1
+    times, by_size = [], {}
     for _ in range(steps):
+        crop = next_crop()
         started = time.perf_counter()
         trainer.train_step()
         times.append(time.perf_counter() - started)
+        by_size.setdefault(crop, []).append(times[-1])
     median = statistics.median(times)
     return {
         "step_seconds_median": round(median, 4),
@@ -83,6 +96,7 @@ def time_steps(config, photos: str, warmup: int, steps: int) -> dict:
         "steps_per_s": round(1 / median, 3),
         # every size of a step holds batch_size x 64 px of pixels: images of 64 px a second, whatever the size drawn
         "images_per_s_at_64px": round(config.batch_size / statistics.mean(times), 2),
+        "step_seconds_mean_by_crop": {crop: round(statistics.mean(t), 4) for crop, t in sorted(by_size.items())},
         "bf16": trainer.bf16,
     }
 
