@@ -91,7 +91,7 @@ def main() -> int:
                 logits = reader.logits(hit)
                 best, _, attributed = registry.soft(logits)
                 recovered = weights.recover_logits(model, attacked)
-                w_best, _, w_attributed = registry.soft(recovered[None])
+                w_best, _, w_attributed = registry.soft(weights.code_logits(recovered)[None])
                 truth = registry.bits[u]
                 rows.append(
                     {

@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save_file
 import genprint
 from genprint import settings
 from genprint.errors import GenprintError
-from genprint.extractor import Extractor
+from genprint.extractor import make_extractor
 from genprint.generators import build_adapter
 from genprint.model import GenprintModel
 from genprint.modulation import MappingNetwork
@@ -183,7 +183,7 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Genprin
         adapter = build_adapter(config["generator"])
         reference = build_adapter(config["generator"]).decoder
         mapping = MappingNetwork(**config["mapping"])
-        extractor = Extractor(**config["extractor"])
+        extractor = make_extractor(config["extractor"]["nbits"], config["extractor"])
     except (TypeError, ValueError, KeyError) as exc:
         raise GenprintError(f"{path / 'config.json'} describes no model this genprint builds: {exc}") from None
     _load_into(adapter.decoder, path / "decoder.safetensors", files["decoder"])

@@ -205,3 +205,13 @@ class Extractor(nn.Module):
         images = grid_crop(images, multiple)
         with torch.no_grad():  # a fixed reference: no gradient through the autoencoder (cheaper, and trained this way)
             return images, render(images)
+
+
+def make_extractor(nbits: int, config: dict | None = None) -> nn.Module:
+    """The reader a config describes: this module's image Extractor, or with `modality: audio` the waveform reader."""
+    config = {k: v for k, v in (config or {}).items() if k != "nbits"}
+    if config.get("modality") == "audio":
+        from genprint.audio.extractor import AudioExtractor
+
+        return AudioExtractor(nbits, **config)
+    return Extractor(nbits, **config)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from genprint.errors import GenprintError
-from genprint.extractor import Extractor
+from genprint.extractor import Extractor, make_extractor
 from genprint.generators import GeneratorAdapter
 from genprint.modulation import MappingNetwork, Modulator, bake, select_convs
 
@@ -71,7 +71,7 @@ class GenprintModel(nn.Module):
         names = select_convs(adapter.decoder, modulate or adapter.default_modulated)
         modules = dict(adapter.decoder.named_modules())
         mapping_net = MappingNetwork(nbits, [modules[n].in_channels for n in names], **(mapping or {}))
-        return cls(adapter, names, mapping_net, Extractor(nbits, **(extractor or {})))
+        return cls(adapter, names, mapping_net, make_extractor(nbits, extractor))
 
     @property
     def nbits(self) -> int:

@@ -13,6 +13,7 @@ import os
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -55,10 +56,32 @@ def decoder_parameters(decoder: torch.nn.Module, frozen: list[str]) -> list[torc
     return [p for name, p in named.items() if name not in held]
 
 
+@dataclass(frozen=True)
+class Media:
+    """What a training step needs of its modality: where its data is, its latent bank, its attacks and its quality
+    terms (a level in dB against the original decoder's output, and a structural loss in [0, ~1])."""
+
+    resolve: Callable[[str | Path | None], list[Path]]
+    bank: type
+    attacks: type
+    quality_db: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    structure_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def media(modality: str) -> Media:
+    if modality == "audio":
+        from genprint.audio.attacks import AudioTrainAttacks
+        from genprint.audio.data import AudioLatentBank, resolve_clips
+        from genprint.audio.quality import snr, stft_distance
+
+        return Media(resolve_clips, AudioLatentBank, AudioTrainAttacks, snr, lambda a, b: stft_distance(a, b).mean())
+    return Media(resolve_photos, LatentBank, TrainAttacks, psnr, lambda a, b: 1 - ssim(a, b).mean())
+
+
 def build_model(config: TrainConfig) -> GenprintModel:
     family = config.generator.get("family", "taef2")
     source = config.generator.get("source") or (taef2_dir() if family == "taef2" else None)
-    adapter = load_adapter_source(family, source)
+    adapter = load_adapter_source(family, source, config.generator)
     return GenprintModel.create(
         adapter, config.nbits, modulate=config.modulate, mapping=config.mapping, extractor=config.extractor
     )
@@ -90,14 +113,15 @@ class Trainer:
         self.model = build_model(config).to(self.device)
         self.joint: torch.nn.Module = self.model
         self.photos = photos
-        train_paths, _ = split(resolve_photos(photos), config.holdout)
+        self.media = media(self.model.adapter.modality)
+        train_paths, _ = split(self.media.resolve(photos), config.holdout)
         shard = train_paths[rank::world_size] or train_paths
-        self.bank = LatentBank(
+        self.bank = self.media.bank(
             self.model.encode, shard, self.model.adapter.downscale, max(config.crops), seed=seed, device=self.device
         )
         self.bits_gen = torch.Generator().manual_seed(seed + 7)
         self.size_gen = torch.Generator().manual_seed(seed + 13)  # which crop size each step trains at
-        self.attacks = TrainAttacks(config.attacks, seed=seed)
+        self.attacks = self.media.attacks(config.attacks, seed=seed)
         tuned = decoder_parameters(self.model.decoder, config.decoder_frozen) if config.train_decoder else []
         self.model.decoder.requires_grad_(False)
         for p in tuned:
@@ -183,14 +207,15 @@ class Trainer:
         latents, target = self.targets[crop].sample(n)
         bits = torch.randint(0, 2, (n, cfg.nbits), generator=self.bits_gen).float().to(self.device)
         if cfg.complementary_pairs:  # content is shared within a pair, so it cancels out of the bit gradients
-            latents, bits, target = latents.repeat(2, 1, 1, 1), torch.cat([bits, 1 - bits]), target.repeat(2, 1, 1, 1)
+            latents, target = torch.cat([latents, latents]), torch.cat([target, target])
+            bits = torch.cat([bits, 1 - bits])
         attack = partial(self.attacks, strength=strength)
         with self.autocast():
             images, logits = self.joint(latents, bits, attack=attack)
         images, logits = images.float(), logits.float()
         bce = F.binary_cross_entropy_with_logits(logits, bits)
         mse = F.mse_loss(images, target)
-        structural = 1 - ssim(images, target).mean()
+        structural = self.media.structure_loss(images, target)
         loss = cfg.bit_weight.at(step) * bce + quality_weight * (mse + cfg.ssim_weight * structural)
         if not torch.isfinite(loss):
             raise GenprintError(
@@ -208,8 +233,8 @@ class Trainer:
                 "bce": bce.item(),
                 "mse": mse.item(),
                 "bit_acc": bit_accuracy(logits, bits).mean().item(),
-                "psnr": psnr(images, target).mean().item(),
-                "ssim": 1 - structural.item(),
+                "psnr": self.media.quality_db(images, target).mean().item(),  # SNR for sound
+                "ssim": 1 - structural.item(),  # 1 - the STFT distance for sound
                 "quality_weight": quality_weight,
                 "attack_strength": strength,
             }

@@ -66,6 +66,68 @@ def recover_logits(model: GenprintModel, state: dict[str, torch.Tensor], steps: 
     return code.detach().clamp(-1, 1)[0].numpy()
 
 
+FULL_BIT_ERROR = 1e-4  # the error rate a bit recovered in full (|b| = 1) is matched at
+
+
+def code_logits(code: np.ndarray) -> np.ndarray:
+    """A recovered code (signs: the bits; magnitudes up to 1) as bit logits for the registry's soft matching: a bit the
+    weights carry in full at FULL_BIT_ERROR, a bit they say nothing about (b = 0) at even odds. The code is scaled to
+    its largest magnitude first, so a uniformly weakened code (noise, averaging) keeps its confident bits confident."""
+    code = np.asarray(code, dtype=np.float64)
+    code = np.clip(code / max(float(np.abs(code).max()), 1e-12), -1, 1)
+    return (code * np.log((1 - FULL_BIT_ERROR) / FULL_BIT_ERROR)).astype(np.float32)
+
+
+def pair_p_value(code: np.ndarray, first: np.ndarray, second: np.ndarray, candidates: int) -> float:
+    """The chance that some pair of `candidates` unrelated registered codes explains a recovered code as well as the
+    pair of 0/1 codes (first, second) does. An average of two users' decoders carries about (b_A + b_B) / 2 per bit
+    (in +-1 terms), so each bit reads as -1, 0 or +1 (0: |b| under half the largest); a random pair matches a +-1 bit
+    with chance 1/4 and a 0 bit with chance 1/2. Tail of that Poisson-binomial count, corrected for every pair."""
+    from genprint.evidence import corrected
+
+    c = np.asarray(code, dtype=np.float64)
+    c = c / max(float(np.abs(c).max()), 1e-12)
+    read = np.where(np.abs(c) < 0.5, 0, np.sign(c))
+    explained = ((2 * np.asarray(first, float) - 1) + (2 * np.asarray(second, float) - 1)) / 2 == read
+    chance = np.where(read == 0, 0.5, 0.25)
+    counts = np.ones(1)
+    for p in chance:  # the distribution of how many bits a random pair explains
+        counts = np.convolve(counts, [1 - p, p])
+    tail = float(counts[int(explained.sum()) :].sum())
+    return float(corrected(tail, max(candidates * (candidates - 1) // 2, 1)))
+
+
+def attribute_leak(registry, model_id: str, code: np.ndarray, fpr: float | None = None, label: str | None = None):
+    """(user, colluder) Attributions for a recovered code, written to the audit log; colluder is None unless two
+    users are named. The best soft match is the user when it is significant alone; what it leaves, 2b - b_user, is
+    matched for a second user. When neither stands alone, the pair stands or falls together on `pair_p_value`.
+    Raises the registry's NotFoundError when the model has no fingerprints."""
+    from dataclasses import replace
+
+    from genprint.fingerprint import from_hex
+
+    fpr = registry.fpr if fpr is None else fpr
+    first = registry.decide(None, model_id, fpr=fpr, logits=code_logits(code)[None])[0]
+    colluder = None
+    if first.fingerprint is not None:
+        c = np.asarray(code, dtype=np.float64) / max(float(np.abs(code).max()), 1e-12)
+        rest = 2 * c - (2 * from_hex(first.fingerprint).astype(float) - 1)
+        second = registry.decide(None, model_id, fpr=fpr, logits=code_logits(rest)[None])[0]
+        if second.fingerprint is not None and second.fingerprint != first.fingerprint:
+            if first.attributed:
+                colluder = second if second.attributed else None
+            else:
+                pair = pair_p_value(code, from_hex(first.fingerprint), from_hex(second.fingerprint), first.compared)
+                if pair <= fpr:
+                    first, colluder = (replace(a, attributed=True, p_value=pair, rule="pair") for a in (first, second))
+    labels = [label, f"{label} (second colluder)"]
+    answers = [first] if colluder is None else [first, colluder]
+    registry.audit_queries(
+        "attribute", None, [{**a.to_dict(), "label": labels[i], "fpr": fpr} for i, a in enumerate(answers)]
+    )
+    return first, colluder
+
+
 def untouched_share(model: GenprintModel, state: dict[str, torch.Tensor]) -> float:
     """How much of the leaked decoder's weight energy the bundle's decoder and the recovered scales explain (1: all;
     noise, pruning, quantisation or fine-tuning lower it)."""

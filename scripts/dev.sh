@@ -8,14 +8,16 @@ PY=${PYTHON:-python3}
 
 setup() {
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
-  if ! .venv/bin/python -c "import genprint, torch, ray, mlflow" 2>/dev/null || [ ! -x .venv/bin/ruff ]; then
+  if ! .venv/bin/python -c "import genprint, torch, ray, mlflow, soundfile, pesq" 2>/dev/null || [ ! -x .venv/bin/ruff ]; then
     .venv/bin/pip install -q --upgrade pip
     .venv/bin/pip install -q "torch==2.13.0"
     .venv/bin/pip install -q -e ".[dev]"
   fi
-  # The registry tests start a real PostgreSQL 15 cluster; the server binaries come from Debian.
-  if [ ! -x /usr/lib/postgresql/15/bin/initdb ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  # From Debian: PostgreSQL 15 (the registry tests start a real cluster), espeak-ng (the speech corpus) and ffmpeg
+  # (the audio codec attacks).
+  if { [ ! -x /usr/lib/postgresql/15/bin/initdb ] || ! command -v espeak-ng >/dev/null || ! command -v ffmpeg >/dev/null; } \
+    && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql espeak-ng ffmpeg >/dev/null
   fi
 }
 

@@ -138,3 +138,26 @@ def test_attack_weights_writes_the_export_format_and_verify_still_reads_it(
     assert report["weights_explained"] < 1
     if kind != "prune":  # light attacks leave the code readable from the weights
         assert report["fingerprint"] == "".join(f"{b:02x}" for b in np.packbits(bits))
+
+
+def test_averaged_decoders_name_both_colluders_and_a_single_export_names_no_colluder(tmp_path):
+    """Over 8 pairs of random codes: some agree on too few bits for either user to stand alone, and the pair test
+    names them together."""
+    from genprint.fingerprint import from_hex
+    from genprint.registry import Registry
+    from genprint.weights import attribute_leak, recover_logits
+
+    model = taef2_model()
+    registry = Registry(f"sqlite:///{tmp_path / 'r.db'}")
+    tenant, _ = registry.create_tenant("acme")
+    codes = dict(registry.register_users(tenant, "m", 48, count=40))
+    users = sorted(codes)
+    states = {u: model.bake(from_hex(codes[u])).state_dict() for u in users[:16]}
+    for a, b in zip(users[:16:2], users[1:16:2]):
+        averaged = {k: (states[a][k] + states[b][k]) / 2 for k in states[a]}
+        first, colluder = attribute_leak(registry, "m", recover_logits(model, averaged))
+        assert first.attributed and colluder is not None and {first.user, colluder.user} == {a, b}
+    first, colluder = attribute_leak(registry, "m", recover_logits(model, states[users[0]]))
+    assert first.attributed and first.user == users[0] and colluder is None
+    first, colluder = attribute_leak(registry, "m", np.random.default_rng(0).uniform(-1, 1, 48))
+    assert not first.attributed and colluder is None

@@ -25,9 +25,9 @@ def run(args) -> int:
 
     from genprint.bundle import load_bundle
     from genprint.cli.options import model_dir, open_registry
-    from genprint.fingerprint import from_hex, to_hex
+    from genprint.fingerprint import to_hex
     from genprint.registry import NotFoundError
-    from genprint.weights import read_decoder, recover_logits, untouched_share
+    from genprint.weights import attribute_leak, read_decoder, recover_logits, untouched_share
 
     model = load_bundle(model_dir(args))
     state = read_decoder(model, args.leaked)
@@ -39,29 +39,11 @@ def run(args) -> int:
     }
     with open_registry(args) as registry:
         try:
-            first = registry.attribute_many(
-                None,
-                model.bundle_config["model_id"],
-                fpr=args.fpr,
-                logits=logits[None],
-                labels=[f"weights:{args.leaked}"],
-            )[0]
+            first, colluder = attribute_leak(
+                registry, model.bundle_config["model_id"], logits, args.fpr, label=f"weights:{args.leaked}"
+            )
         except NotFoundError:
-            first = None
-        if first is not None and first.attributed:
-            # An average of two users' decoders holds about (b_A + b_B) / 2: what the first leaves is the second.
-            code = logits / max(float(abs(logits).max()), 1e-12)
-            rest = 2 * code - (2 * from_hex(first.fingerprint).astype(float) - 1)
-            second = registry.attribute_many(
-                None,
-                model.bundle_config["model_id"],
-                fpr=args.fpr,
-                logits=rest[None],
-                labels=[f"weights:{args.leaked} (second colluder)"],
-            )[0]
-            colluder = second if second.attributed and second.user != first.user else None
-        else:
-            colluder = None
+            first = colluder = None
     for key, answer in (("user", first), ("colluder", colluder)):
         report[key] = (
             None

@@ -82,7 +82,7 @@ def build(spec: dict) -> GeneratorAdapter:
 
 
 def load_family(family: str):
-    def load(source: Path | None) -> GeneratorAdapter:
+    def load(source: Path | None, spec: dict) -> GeneratorAdapter:
         if source is None or not (Path(source) / "config.json").exists():
             raise GenprintError(
                 f"{family} needs a local diffusers folder with config.json (got {source}); nothing is downloaded"

@@ -36,7 +36,7 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def load(source: Path | None) -> GeneratorAdapter:
+def load(source: Path | None, spec: dict | None = None) -> GeneratorAdapter:
     adapter = build({})
     if source is None:
         torch.manual_seed(0)

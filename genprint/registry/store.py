@@ -729,7 +729,7 @@ class Registry:
         """
         answers = self.decide(bits, model_id, tenant_scope, fpr, logits)
         fpr = self.fpr if fpr is None else fpr
-        self._audit_queries(
+        self.audit_queries(
             "attribute",
             tenant_scope,
             [{**a.to_dict(), "label": labels[i] if labels else None, "fpr": fpr} for i, a in enumerate(answers)],
@@ -760,10 +760,12 @@ class Registry:
             "mixed_sources": sorted(f"{t}/{u}" for t, u in others),
             "per_image": [{"user": a.user, "tenant": a.tenant, "p_value": a.p_value} for a in single],
         }
-        self._audit_queries("attribute.collection", tenant_scope, [detail])
+        self.audit_queries("attribute.collection", tenant_scope, [detail])
         return answer
 
-    def _audit_queries(self, action: str, tenant_scope: Tenant | None, details: list[dict]) -> None:
+    def audit_queries(self, action: str, tenant_scope: Tenant | None, details: list[dict]) -> None:
+        """Write answered queries to the audit log (attribute_many does; callers that decide in steps, through
+        `decide`, call it with what they finally answer)."""
         with self._write(wait=AUDIT_WAIT_S) as conn:  # bounded: an attribution never queues behind a bulk issuance
             self._audit(conn, action, None if tenant_scope is None else tenant_scope.id, details)
 

@@ -1,0 +1,175 @@
+"""Audio (issue 31): the waveform decoder through the same modulation, bundle and training as images; sound files,
+the speech corpus, the attacks and the reader."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from genprint.audio import RATE
+from genprint.audio.attacks import AudioTrainAttacks, attack_suite, codec_round_trip
+from genprint.audio.extractor import MIN_SAMPLES, AudioExtractor
+from genprint.audio.quality import perceptual, snr, stft_distance
+from genprint.audio.signals import load_audio, save_audio, synthetic_voice
+from genprint.errors import GenprintError
+from genprint.generators import build_adapter
+from genprint.generators.wavae import save_codec
+from genprint.model import GenprintModel
+
+SPEC = {"family": "wavae", "width": 32}
+
+
+def audio_model(nbits: int = 16) -> GenprintModel:
+    torch.manual_seed(0)
+    model = GenprintModel.create(build_adapter(SPEC), nbits, extractor={"modality": "audio"})
+    for affine in model.mapping.affines:  # a trained mapping's scales are not all 1
+        torch.nn.init.normal_(affine.weight, std=0.2)
+    return model.eval()
+
+
+def test_forms_agree_and_the_export_reproduces_the_per_sample_output(tmp_path):
+    from genprint.weights import read_decoder, recover_logits
+
+    model = audio_model()
+    bits = torch.tensor([[1, 0] * 8, [0, 1, 1, 0] * 4], dtype=torch.float32)
+    latents = torch.randn(2, 16, 40)
+    with torch.no_grad():
+        per_sample = model.decode(latents, bits)
+        assert per_sample.shape == (2, 1, 40 * 64)
+        for k in range(2):
+            baked = model.bake(bits[k])
+            torch.testing.assert_close(model.adapter.decode(latents[k : k + 1], decoder=baked), per_sample[k : k + 1])
+        model.adapter.export_native(model.bake(bits[1]), tmp_path / "export")
+        leaked = read_decoder(model, tmp_path / "export")
+        again = build_adapter(SPEC).decoder
+        again.load_state_dict(leaked)
+        torch.testing.assert_close(model.adapter.decode(latents[1:], decoder=again), per_sample[1:])
+    # white-box: the export's weights give its code back
+    assert ((recover_logits(model, leaked) > 0) == bits[1].numpy().astype(bool)).all()
+
+
+def test_audio_latents_of_the_wrong_layout_are_refused():
+    with pytest.raises(GenprintError, match=r"\(batch, 16, t\)"):
+        audio_model().decode(torch.randn(1, 16, 4, 4), torch.zeros(1, 16))
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac"])
+def test_sound_files_round_trip_at_genprints_rate(tmp_path, suffix):
+    import soundfile
+
+    wave = synthetic_voice(0.5)
+    save_audio(wave, tmp_path / f"a{suffix}")
+    back = load_audio(tmp_path / f"a{suffix}")
+    assert back.shape == wave.shape
+    assert float(snr(back[None], wave[None])) > 60  # 16-bit PCM: quantisation alone
+    # another rate and two channels: resampled and mixed down on read
+    soundfile.write(tmp_path / "b.wav", np.stack([wave[0].numpy()] * 2, 1)[::2], RATE // 2)
+    assert load_audio(tmp_path / "b.wav").shape[-1] == pytest.approx(wave.shape[-1], abs=2)
+
+
+def test_unreadable_sound_gets_one_clear_error(tmp_path):
+    (tmp_path / "bad.wav").write_bytes(b"RIFF not really")
+    with pytest.raises(GenprintError, match="cannot read audio file"):
+        load_audio(tmp_path / "bad.wav")
+    with pytest.raises(GenprintError, match="not an audio file"):
+        load_audio(tmp_path / "a.mp4")
+    save_audio(torch.zeros(1, 10), tmp_path / "short.wav")
+    with pytest.raises(GenprintError, match="shorter than"):
+        load_audio(tmp_path / "short.wav", multiple=64)
+
+
+def test_the_reader_ignores_loudness_and_length_but_refuses_too_short_clips():
+    reader = AudioExtractor(16).eval()
+    wave = synthetic_voice(1.0)[None]
+    with torch.no_grad():
+        torch.testing.assert_close(reader(wave * 0.3), reader(wave), rtol=1e-4, atol=1e-4)
+        assert reader(wave[..., :MIN_SAMPLES]).shape == (1, 16)
+    with pytest.raises(GenprintError, match="at least"):
+        reader(wave[..., : MIN_SAMPLES - 1])
+    with pytest.raises(GenprintError, match="frontend"):
+        AudioExtractor(16, frontend="mel")
+
+
+def test_every_evaluation_attack_changes_the_sound_and_keeps_it_readable():
+    if shutil.which("ffmpeg") is None:
+        pytest.fail("ffmpeg is missing: scripts/dev.sh installs it from Debian")
+    wave = torch.cat([synthetic_voice(1.0, seed=s)[None] for s in range(2)])
+    for name, attack in attack_suite().items():
+        out = attack(wave)
+        assert out.shape[:2] == (2, 1) and out.shape[-1] >= MIN_SAMPLES, name
+        assert torch.isfinite(out).all(), name
+        if out.shape == wave.shape:
+            assert not torch.equal(out, wave), name
+    # a lossy codec keeps the sound close, not identical
+    mp3 = codec_round_trip(wave, "mp3", 64)
+    assert 5 < float(snr(mp3, wave).mean()) < 60
+
+
+def test_training_attacks_are_seeded_and_grow_with_strength():
+    wave = torch.cat([synthetic_voice(1.0, seed=s)[None] for s in range(4)])
+    config = {name: {"p": 1.0} for name in ("noise", "lowpass", "gain", "echo")}
+    a, b = AudioTrainAttacks(config, seed=3), AudioTrainAttacks(config, seed=3)
+    torch.manual_seed(0)
+    first = a(wave)
+    torch.manual_seed(0)
+    torch.testing.assert_close(b(wave), first)
+    assert torch.equal(a(wave, strength=0.0), wave)
+    with pytest.raises(GenprintError, match="unknown audio training attacks"):
+        AudioTrainAttacks({"jpeg": {"p": 1}})
+
+
+def test_quality_measures_rank_a_small_change_above_a_large_one():
+    wave = synthetic_voice(1.0)[None]
+    small, large = wave + 0.001 * torch.randn_like(wave), wave + 0.05 * torch.randn_like(wave)
+    assert float(snr(small, wave)) > float(snr(large, wave)) + 20
+    assert float(stft_distance(small, wave)) < float(stft_distance(large, wave))
+    close, far = perceptual(small, wave), perceptual(large, wave)
+    assert close["pesq"] > far["pesq"] and close["stoi"] >= far["stoi"]
+
+
+def test_the_speech_corpus_holds_out_voices_and_sentences(tmp_path, monkeypatch):
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is missing: scripts/dev.sh installs it from Debian")
+    from genprint.audio import speech
+
+    train, held = speech.speech_clips("train", 2, root=tmp_path), speech.speech_clips("held_out", 2, root=tmp_path)
+    assert all(load_audio(p).shape[-1] > RATE // 2 for p in train + held)
+    voices = speech.voices()
+    assert not set(voices[: -speech.HELD_OUT_VOICES]) & set(voices[-speech.HELD_OUT_VOICES :])
+    assert not set(speech.sentences(50, 1)) & set(speech.sentences(50, 2))
+
+
+def test_a_few_training_steps_on_sound_save_a_bundle_that_loads(tmp_path):
+    from genprint.bundle import load_bundle
+    from genprint.config import load_config
+    from genprint.training import Trainer
+
+    save_codec(build_adapter(SPEC), tmp_path / "codec.safetensors")
+    clips = tmp_path / "clips"
+    for s in range(3):
+        save_audio(synthetic_voice(1.5, seed=s), clips / f"{s}.wav")
+    config = load_config(
+        "audio-smoke",
+        {
+            "generator": {**SPEC, "source": str(tmp_path / "codec.safetensors")},
+            "nbits": 32,
+            "batch_size": 4,
+            "crop": 8192,
+            "attacks": {"noise": {"p": 0.5}, "crop": {"p": 0.5}},
+            "attack_strength": 1.0,
+        },
+    )
+    trainer = Trainer(config, photos=clips)
+    metrics = [trainer.train_step() for _ in range(3)]
+    assert all(np.isfinite(m["loss"]) for m in metrics)
+    bundle = trainer.save_bundle(tmp_path / "bundle")
+    loaded = load_bundle(bundle)
+    latents = torch.randn(1, 16, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded.decode(latents, torch.ones(1, 32)), trainer.model.decode(latents, torch.ones(1, 32))
+        )
+        assert loaded.extract(loaded.decode(latents, torch.ones(1, 32))).shape == (1, 32)
