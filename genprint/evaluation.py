@@ -282,6 +282,7 @@ def evaluate(
             "p_value_at_threshold": float(p_value(model.nbits - decision.max_distance, model.nbits)),
         },
         "quality": quality,
+        "quality_summary": f"PSNR {quality['psnr_db']:.2f} dB, SSIM {quality['ssim']:.4f}",
         "results": results,
         "false_positives": fpr_report,
         "single_attacks_below_0.90": sorted(k for k, v in single.items() if v["bit_accuracy"] < 0.90),
@@ -315,11 +316,9 @@ def plot_attacks(report: dict, path: Path) -> None:
     ax.axhline(0.9, color="k", ls="--", lw=0.8)
     ax.set_xticks(x, names, rotation=75, fontsize=7)
     ax.set_ylim(0, 1.02)
-    q = report["quality"]
     ax.set_title(
         f"{report['nbits']}-bit fingerprints, {report['decision']['users']} users, "
-        f"FPR {report['decision']['fpr_per_query']:g} "
-        f"| PSNR {q['psnr_db']:.1f} dB, SSIM {q['ssim']:.3f}",
+        f"FPR {report['decision']['fpr_per_query']:g} | {report['quality_summary']}",
         loc="left",
     )
     # above the bars: none hidden

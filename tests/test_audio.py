@@ -173,3 +173,46 @@ def test_a_few_training_steps_on_sound_save_a_bundle_that_loads(tmp_path):
             loaded.decode(latents, torch.ones(1, 32)), trainer.model.decode(latents, torch.ones(1, 32))
         )
         assert loaded.extract(loaded.decode(latents, torch.ones(1, 32))).shape == (1, 32)
+
+
+def test_render_extract_and_eval_take_sound_files_with_an_audio_bundle(tmp_path, capsys):
+    import json
+
+    from genprint.bundle import load_bundle, save_bundle
+    from genprint.cli import main
+    from genprint.fingerprint import random_fingerprints, to_hex
+
+    model = audio_model(32)
+    bundle = save_bundle(model, tmp_path / "bundle")
+    for s in range(2):
+        save_audio(synthetic_voice(1.5, seed=s), tmp_path / "in" / f"v{s}.wav")
+    code = to_hex(random_fingerprints(1, 32, rng=np.random.default_rng(1))[0])
+    args = [
+        "--model",
+        str(bundle),
+        "--fingerprint",
+        code,
+        "--input",
+        str(tmp_path / "in"),
+        "--output",
+        str(tmp_path / "out"),
+    ]
+    assert main(["render", *args]) == 0
+    rendered = sorted((tmp_path / "out").glob("*.wav"))
+    assert [p.name for p in rendered] == ["v0.wav", "v1.wav"]
+    capsys.readouterr()
+    assert main(["extract", "--model", str(bundle), "--json", *map(str, rendered)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    loaded = load_bundle(bundle)
+    with torch.no_grad():
+        expected = torch.sigmoid(loaded.extract(load_audio(rendered[0])[None]))[0]
+    assert lines[0]["bit_probabilities"] == pytest.approx(expected.tolist(), abs=1e-4)
+    assert main(["extract", "--model", str(bundle), str(tmp_path / "in" / "missing.wav")]) != 0
+    assert "cannot read audio file" in capsys.readouterr().err
+
+    out = tmp_path / "eval"
+    eval_args = ["--model", str(bundle), "--data", str(tmp_path / "in"), "--users", "100", "--photos", "2"]
+    assert main(["eval", *eval_args, "--attacks", "noise_20db,mp3_64k", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["results"]) == {"clean", "noise_20db", "mp3_64k"} and report["test_clips"] == 2
+    assert report["quality"]["snr_db"] < 60 and (out / "accuracy_per_attack.png").stat().st_size > 0

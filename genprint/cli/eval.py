@@ -46,6 +46,22 @@ def run(args) -> int:
     if args.photos is not None and args.photos < 1:
         raise GenprintError(f"--photos must be at least 1, got {args.photos}")
     model = load_bundle(model_dir(args), default_device())
+    if model.adapter.modality == "audio":
+        from genprint.audio.evaluation import evaluate_audio
+
+        if args.reader != "cnn":
+            raise GenprintError(f"audio bundles are read by the cnn reader only, not {args.reader!r}")
+        report = evaluate_audio(
+            model,
+            args.data,
+            args.out,
+            users=args.users,
+            fpr=args.fpr,
+            clips=args.photos,
+            attacks=chosen_attacks(args.attacks),
+        )
+        print_summary(report)
+        return 0
     settings = EvalSettings(
         users=args.users,
         fpr=args.fpr,
@@ -76,12 +92,16 @@ def print_summary(report: dict) -> None:
 
     from genprint.cli import console as cli_console
 
-    q, d = report["quality"], report["decision"]
+    d = report["decision"]
     console = cli_console()
+    sources = (
+        f"{report['test_clips']} held-out clips"
+        if "test_clips" in report
+        else f"{report['test_photos']} held-out photos"
+    )
     console.print(
         f"[bold]{report['samples']}[/] samples read by the {report['settings']['reader']} reader "
-        f"from {report['test_photos']} held-out photos; "
-        f"PSNR {q['psnr_db']:.2f} dB, SSIM {q['ssim']:.4f}; attributed at distance <= {d['max_distance']} "
+        f"from {sources}; {report['quality_summary']}; attributed at distance <= {d['max_distance']} "
         f"of {report['nbits']} bits ({d['users']} users, FPR {d['fpr_per_query']:g})"
     )
     table = Table("condition", "suite", "bit acc", "attribution (binomial)", "attribution (soft)", "false attr.")

@@ -38,14 +38,16 @@ def make_reader(
     genprint.inversion)."""
     if kind not in READERS:
         raise GenprintError(f"unknown reader {kind!r}; known: {', '.join(READERS)}")
-    from genprint.bundle import load_bundle
+    from genprint.bundle import load_bundle, read_config
     from genprint.model import GenprintModel, default_device
 
     if kind == "cnn":
-        if isinstance(bundle, GenprintModel):
-            from genprint.readers.torch_extractor import TorchExtractorReader
+        from genprint.readers.torch_extractor import TorchExtractorReader
 
+        if isinstance(bundle, GenprintModel):
             return TorchExtractorReader(bundle)
+        if read_config(bundle)["extractor"].get("modality") == "audio":  # the waveform reader runs in torch
+            return TorchExtractorReader(load_bundle(Path(bundle), device or default_device()))
         from genprint.settings import onnx_threads
 
         onnx_path, config = bundle_onnx(bundle)
@@ -53,5 +55,7 @@ def make_reader(
     from genprint.inversion import InversionReader
 
     model = bundle if isinstance(bundle, GenprintModel) else load_bundle(Path(bundle), device or default_device())
+    if model.adapter.modality == "audio":
+        raise GenprintError(f"the {kind} reader reads images; audio bundles are read by the cnn reader")
     options = {k: v for k, v in {"steps": inversion_steps, "max_rotation": max_rotation}.items() if v is not None}
     return InversionReader(model, **options)

@@ -18,7 +18,7 @@ class TorchExtractorReader(Reader):
 
     def logits(self, images) -> np.ndarray:
         x = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images, dtype=torch.float32)
-        x = x[None] if x.ndim == 3 else x
+        x = x[None] if x.ndim == (2 if self.model.adapter.modality == "audio" else 3) else x  # one image or clip
         self.model.extractor.eval()
         with torch.no_grad():
             return self.model.extract(x.to(self.model._device())).float().cpu().numpy()
