@@ -103,6 +103,9 @@ class TrainConfig:
     batch_size: int = 16
     # Training crop side in px; a list draws one size per step, the batch scaled to the first size's pixels
     crop: int | list[int] = 64
+    # px (a multiple of 8): each window is decoded this much larger and the reader reads a `crop`-px window of it at a
+    # random offset (any px), so no position in the decoder's output, its borders included, is where the code is read
+    read_jitter: int = 0
     # Steps a window's reference decode serves (training.TargetPool); 1: always fresh
     reference_reuse: int = 1
     # Each latent crop decoded with a code and its complement (docs/research.md, Training)
@@ -160,6 +163,8 @@ class TrainConfig:
         margin = self.extractor.get("margin", 0)
         least = max(MIN_SIZE, INTERIOR + 2 * margin)
         crops = self.crop if isinstance(self.crop, list) else [self.crop]
+        if self.read_jitter < 0 or self.read_jitter % 8:
+            raise GenprintError(f"read_jitter must be a multiple of 8 px, at least 0; got {self.read_jitter}")
         if not crops or any(not isinstance(c, int) or c % 8 or c < least for c in crops):
             raise GenprintError(
                 f"crop must be a multiple of 8 and at least {least} px (the extractor's {MIN_SIZE} px minimum, "

@@ -116,11 +116,17 @@ class Trainer:
         self.media = media(self.model.adapter.modality)
         train_paths, _ = split(self.media.resolve(photos), config.holdout)
         shard = train_paths[rank::world_size] or train_paths
+        jitter = config.read_jitter
         self.bank = self.media.bank(
-            self.model.encode, shard, self.model.adapter.downscale, max(config.crops), seed=seed, device=self.device
+            self.model.encode,
+            shard,
+            self.model.adapter.downscale,
+            max(config.crops) + jitter,
+            seed=seed,
+            device=self.device,
         )
         self.bits_gen = torch.Generator().manual_seed(seed + 7)
-        self.size_gen = torch.Generator().manual_seed(seed + 13)  # which crop size each step trains at
+        self.size_gen = torch.Generator().manual_seed(seed + 13)  # each step's crop size and reading windows
         self.attacks = self.media.attacks(config.attacks, seed=seed)
         tuned = decoder_parameters(self.model.decoder, config.decoder_frozen) if config.train_decoder else []
         self.model.decoder.requires_grad_(False)
@@ -147,7 +153,7 @@ class Trainer:
                 self.bank,
                 self._place,
                 self._reference,
-                crop,
+                crop + jitter,
                 self._windows(crop),
                 config.reference_reuse,
                 seed=seed + 11 + k,
@@ -181,6 +187,12 @@ class Trainer:
         with torch.no_grad(), self.autocast():
             return self.model.decode_reference(latents).float()
 
+    def _read_window(self, images: torch.Tensor, crop: int, then: Callable) -> torch.Tensor:
+        """A `crop`-px window of each image at a random offset: what the reader reads (read_jitter)."""
+        span = images.shape[-1] - crop + 1
+        offsets = torch.randint(span, (len(images), 2), generator=self.size_gen).tolist()
+        return then(torch.stack([x[..., i : i + crop, j : j + crop] for x, (i, j) in zip(images, offsets)]))
+
     def schedule(self, step: int) -> tuple[float, float, float]:
         """(quality weight, attack strength, learning-rate factor) at `step`: the curriculum's, else the config's
         schedules."""
@@ -210,6 +222,8 @@ class Trainer:
             latents, target = torch.cat([latents, latents]), torch.cat([target, target])
             bits = torch.cat([bits, 1 - bits])
         attack = partial(self.attacks, strength=strength)
+        if cfg.read_jitter:
+            attack = partial(self._read_window, crop=crop, then=attack)
         with self.autocast():
             images, logits = self.joint(latents, bits, attack=attack)
         images, logits = images.float(), logits.float()
@@ -417,9 +431,11 @@ class TargetPool:
     def load_state_dict(self, state: dict) -> None:
         self.gen.set_state(state["gen"])
         self.credit = float(state.get("credit", 0.0))
-        if "latents" in state:
+        if "latents" in state and state["latents"].shape[-1] * self.bank.downscale == self.crop:
             self.latents = self.place(state["latents"])
             self.images = state["images"].to(self.latents.device)
+        else:  # a pool of another window size (read_jitter changed on resume): refilled by the next step
+            self.latents = self.images = None
 
 
 class LearningCurve:

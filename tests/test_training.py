@@ -119,6 +119,30 @@ def test_complementary_pairs_decode_each_crop_with_a_code_and_its_complement(pho
     assert torch.equal(bits[half:], 1 - bits[:half])
 
 
+def test_read_jitter_decodes_larger_windows_and_reads_them_at_random_offsets(photos, tmp_path):
+    """The reader sees `crop`-px windows cut at any offset from decodes `read_jitter` px larger; a checkpoint without
+    jitter resumes with it (its reference pools refilled at the new size)."""
+    plain = Trainer(load_config("tiny", {"holdout": 0.0, "reference_reuse": 2}), photos=photos)
+    plain.train_step()
+    plain.save_checkpoint(tmp_path / "last.pt")
+    trainer = Trainer(load_config("tiny", {"holdout": 0.0, "reference_reuse": 2, "read_jitter": 16}), photos=photos)
+    trainer.load_state_dict(torch.load(tmp_path / "last.pt", weights_only=True))
+    read, decoded = [], []
+    forward = trainer.model.extractor.forward
+    trainer.model.extractor.forward = lambda images: read.append(images.detach()) or forward(images)
+    trainer.wrap(
+        lambda model: lambda latents, bits, attack=None: decoded.append(latents.shape) or model(latents, bits, attack)
+    )
+    for _ in range(3):
+        trainer.train_step()
+    assert all(shape[-1] * 8 == 80 for shape in decoded) and all(x.shape[-2:] == (64, 64) for x in read)
+    with torch.no_grad():
+        full = trainer.model.decode(trainer.targets[64].latents[:1], torch.zeros(1, 32))
+    assert full.shape[-1] == 80
+    with pytest.raises(GenprintError, match="read_jitter"):
+        load_config("tiny", {"read_jitter": 12})
+
+
 def test_bad_configs_are_refused(tmp_path):
     with pytest.raises(GenprintError, match="unknown settings"):
         load_config("tiny", {"stepz": 3})
