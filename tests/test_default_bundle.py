@@ -29,14 +29,14 @@ def test_render_then_extract_without_model_reads_the_code_back(tmp_path, capsys,
     import logging
 
     from genprint.cli import main
-    from genprint.data import resolve_photos, split
+    from genprint.data import load_rgb, resolve_photos, save_rgb, split
+    from genprint.evaluation import centre_crop
     from genprint.fingerprint import from_hex, random_fingerprints, to_hex
 
     photos = tmp_path / "in"
     photos.mkdir()
-    held_out = split(resolve_photos(None), 0.2)[1][:2]
-    for p in held_out:
-        (photos / p.name).symlink_to(p.resolve())
+    for p in split(resolve_photos(None), 0.2)[1][:4]:  # held out, 256 px centre crops as `genprint eval` reads them
+        save_rgb(centre_crop(load_rgb(p, 8), 256), photos / f"{p.stem}.png")
     codes = [to_hex(c) for c in random_fingerprints(2, 48, rng=np.random.default_rng(11))]
     agreement = []
     with caplog.at_level(logging.INFO, logger="genprint.bundle"):
@@ -50,8 +50,8 @@ def test_render_then_extract_without_model_reads_the_code_back(tmp_path, capsys,
             for line in capsys.readouterr().out.splitlines():
                 agreement.append((from_hex(json.loads(line)["fingerprint"]) == from_hex(code)).mean())
     assert sum("default bundle" in r.getMessage() for r in caplog.records) == 1  # said once, not per verb
-    # the shipped bundle reads 0.95 of the bits of held-out 256 px crops (docs/results.md); whole photos here
-    assert np.mean(agreement) >= 0.85, agreement
+    # the shipped bundle reads 0.891 of the bits of held-out 256 px crops (docs/results.md); chance is 0.5
+    assert np.mean(agreement) >= 0.8, agreement
 
 
 @pytest.mark.parametrize("verb", [["extract", "x.png"], ["eval", "--out", "o"]])
