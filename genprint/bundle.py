@@ -161,11 +161,16 @@ def read_config(path: str | Path) -> dict:
     return config
 
 
-def _load_into(module: torch.nn.Module, path: Path, expected: str) -> None:
+def check_file(path: Path, expected: str) -> None:
+    """A bundle file is present and is what its config.json records (sha256)."""
     if not path.is_file():
         raise GenprintError(f"{path} is missing from the bundle")
     if sha256_file(path) != expected:
         raise GenprintError(f"{path} does not match the sha256 its bundle's config.json records: corrupted or replaced")
+
+
+def _load_into(module: torch.nn.Module, path: Path, expected: str) -> None:
+    check_file(path, expected)
     try:
         module.load_state_dict(load_file(path))
     except (SafetensorError, OSError, RuntimeError) as exc:

@@ -44,10 +44,12 @@ def export_extractor(extractor: Extractor, path: str | Path, opset: int = OPSET)
 def bundle_onnx(bundle_dir: str | Path, cache: str | Path | None = None) -> tuple[Path, dict]:
     """The ONNX extractor of a bundle, exported once into the cache (keyed by the bundle's model_id).
     Returns (onnx path, bundle config)."""
-    from genprint.bundle import load_bundle, read_config
+    from genprint.bundle import check_file, load_bundle, read_config
 
     config = read_config(bundle_dir)
     path = Path(cache or cache_dir()) / "onnx" / config["model_id"] / "extractor.onnx"
+    # the cached export stands for this bundle only while the bundle's own extractor is what its config records
+    check_file(Path(bundle_dir) / "extractor.safetensors", config["files"]["extractor"])
     if not path.exists():
         try:
             export_extractor(load_bundle(bundle_dir).extractor, path)
