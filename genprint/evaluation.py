@@ -83,6 +83,31 @@ class SimulatedRegistry:
         dist = d[np.arange(len(best)), best]
         return best, dist, self.decision.attributed(dist)
 
+    def score(self, logits: np.ndarray, users: np.ndarray) -> dict:
+        """Bit and attribution accuracy (both rules) of reads of content marked for `users` (indices)."""
+        read_bits = (logits > 0).astype(np.uint8)
+        best, _, attributed = self.hamming(read_bits)
+        soft_best, _, soft_attributed = self.soft(logits)
+        return {
+            "bit_accuracy": float((read_bits == self.bits[users]).mean()),
+            "attribution_accuracy": float((attributed & (best == users)).mean()),
+            "false_attributions": int((attributed & (best != users)).sum()),
+            "soft_attribution_accuracy": float((soft_attributed & (soft_best == users)).mean()),
+            "soft_false_attributions": int((soft_attributed & (soft_best != users)).sum()),
+        }
+
+    def false_positives(self, logits: np.ndarray) -> dict:
+        """What both rules make of reads of content that carries no fingerprint."""
+        _, dist, attributed = self.hamming((logits > 0).astype(np.uint8))
+        _, p, soft_attributed = self.soft(logits)
+        return {
+            "queries": len(logits),
+            "attributed": int(attributed.sum()),
+            "min_distance": int(dist.min()),
+            "soft_attributed": int(soft_attributed.sum()),
+            "soft_min_p_value": float(p.min()),
+        }
+
     def soft(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """-> (best index, corrected p-value, attributed) per query."""
         best, p, attributed = [], [], []
@@ -228,18 +253,7 @@ def evaluate(
         return logits
 
     def score(images: list[torch.Tensor], name: str) -> dict:
-        logits = read_all(images, name)
-        read_bits = (logits > 0).astype(np.uint8)
-        truth = registered[user_idx]
-        best, _, attributed = attributor.hamming(read_bits)
-        soft_best, _, soft_attributed = attributor.soft(logits)
-        return {
-            "bit_accuracy": float((read_bits == truth).mean()),
-            "attribution_accuracy": float((attributed & (best == user_idx)).mean()),
-            "false_attributions": int((attributed & (best != user_idx)).sum()),
-            "soft_attribution_accuracy": float((soft_attributed & (soft_best == user_idx)).mean()),
-            "soft_false_attributions": int((soft_attributed & (soft_best != user_idx)).sum()),
-        }
+        return attributor.score(read_all(images, name), user_idx)
 
     results = {"clean": score(list(fp), "clean")}
     for k, attack in enumerate(track(attacks, description="attacks", disable=not progress)):
@@ -248,18 +262,7 @@ def evaluate(
 
     # False positives: real photos and original-decoder outputs carry no fingerprint.
     negatives = {"photos": photos, "original_decoder": list(og)}
-    fpr_report = {}
-    for name, images in negatives.items():
-        logits = read_all(images, name)
-        _, dist, attributed = attributor.hamming((logits > 0).astype(np.uint8))
-        _, p, soft_attributed = attributor.soft(logits)
-        fpr_report[name] = {
-            "queries": len(images),
-            "attributed": int(attributed.sum()),
-            "min_distance": int(dist.min()),
-            "soft_attributed": int(soft_attributed.sum()),
-            "soft_min_p_value": float(p.min()),
-        }
+    fpr_report = {name: attributor.false_positives(read_all(images, name)) for name, images in negatives.items()}
 
     decision = attributor.decision
     single = {k: v for k, v in results.items() if k != "clean" and not v["suite"].endswith("combined")}

@@ -81,8 +81,21 @@ def _shrink(params: dict, strength: float) -> dict:
     return out
 
 
+class SeededDraws:
+    """What a checkpoint keeps of a training-attack sampler: its `rng` (random.Random) state."""
+
+    rng: random.Random
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.getstate()}
+
+    def load_state_dict(self, state: dict) -> None:
+        st = state["rng"]
+        self.rng.setstate((st[0], tuple(st[1]), st[2]))
+
+
 @dataclass
-class TrainAttacks:
+class TrainAttacks(SeededDraws):
     """config: {name: {"p": probability, <range overrides>}}; unknown names are rejected up front."""
 
     config: dict = field(default_factory=dict)
@@ -112,10 +125,3 @@ class TrainAttacks:
                 x = fn(x, self.rng, _shrink(params, strength))
             out.append(x)
         return torch.cat(out)
-
-    def state_dict(self) -> dict:
-        return {"rng": self.rng.getstate()}
-
-    def load_state_dict(self, state: dict) -> None:
-        st = state["rng"]
-        self.rng.setstate((st[0], tuple(st[1]), st[2]))

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from genprint.attacks.train import SeededDraws
 from genprint.audio import RATE
 from genprint.errors import GenprintError
 
@@ -73,7 +74,7 @@ TRAIN_ATTACKS = {
 
 
 @dataclass
-class AudioTrainAttacks:
+class AudioTrainAttacks(SeededDraws):
     """config: {name: {"p": probability}}; one drawn attack per clip. Attacks that change the length (crop, speed)
     act on the whole batch at once, so a batch stays one tensor."""
 
@@ -99,13 +100,6 @@ class AudioTrainAttacks:
                 x = TRAIN_ATTACKS[self.rng.choice(names)](x, self.rng, strength)
             out.append(x)
         return torch.cat(out)
-
-    def state_dict(self) -> dict:
-        return {"rng": self.rng.getstate()}
-
-    def load_state_dict(self, state: dict) -> None:
-        st = state["rng"]
-        self.rng.setstate((st[0], tuple(st[1]), st[2]))
 
 
 def codec_round_trip(x: torch.Tensor, codec: str, bitrate_k: int) -> torch.Tensor:

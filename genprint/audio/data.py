@@ -31,20 +31,21 @@ def resolve_clips(data: str | Path | None, split: str = "train") -> list[Path]:
 
 
 class ClipBank:
-    """Whole training clips as waveforms; `sample` draws random windows (padded with silence when a clip is short)."""
+    """Whole training clips as waveforms (`items`); `sample` draws random windows (padded with zeros when a clip is
+    short)."""
 
     def __init__(self, paths, multiple: int, seed: int = 0):
-        self.waves = [load_audio(p, multiple) for p in paths]
+        self.items = [load_audio(p, multiple) for p in paths]
         self.gen = torch.Generator().manual_seed(seed)
 
     def sample(self, batch: int, window: int) -> torch.Tensor:
         out = []
         for _ in range(batch):
-            w = self.waves[int(torch.randint(len(self.waves), (1,), generator=self.gen))]
-            if w.shape[-1] < window:
-                w = F.pad(w, (0, window - w.shape[-1]))
-            i = int(torch.randint(w.shape[-1] - window + 1, (1,), generator=self.gen))
-            out.append(w[:, i : i + window])
+            x = self.items[int(torch.randint(len(self.items), (1,), generator=self.gen))]
+            if x.shape[-1] < window:
+                x = F.pad(x, (0, window - x.shape[-1]))
+            i = int(torch.randint(x.shape[-1] - window + 1, (1,), generator=self.gen))
+            out.append(x[:, i : i + window])
         return torch.stack(out)
 
     def state_dict(self) -> dict:
@@ -62,16 +63,8 @@ class AudioLatentBank(ClipBank):
             raise GenprintError(f"crop {crop} must be a multiple of the decoder's downscale factor {downscale}")
         super().__init__(paths, downscale, seed)
         self.downscale = downscale
-        with torch.no_grad():
-            self.latents = [encode(w[None].to(device))[0] for w in self.waves]
-        del self.waves
+        with torch.no_grad():  # the waveforms give way to their latents
+            self.items = [encode(w[None].to(device))[0] for w in self.items]
 
     def sample(self, batch: int, crop: int) -> torch.Tensor:
-        w, out = crop // self.downscale, []
-        for _ in range(batch):
-            z = self.latents[int(torch.randint(len(self.latents), (1,), generator=self.gen))]
-            if z.shape[-1] < w:
-                z = F.pad(z, (0, w - z.shape[-1]))
-            i = int(torch.randint(z.shape[-1] - w + 1, (1,), generator=self.gen))
-            out.append(z[:, i : i + w])
-        return torch.stack(out)
+        return super().sample(batch, crop // self.downscale)

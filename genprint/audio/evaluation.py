@@ -69,35 +69,11 @@ def evaluate_audio(
         timing["seconds"] += time.perf_counter() - started
         return logits
 
-    def score(waves: torch.Tensor) -> dict:
-        logits = read(waves)
-        bits, truth = (logits > 0).astype(np.uint8), registered[user_idx]
-        best, _, attributed = registry.hamming(bits)
-        soft_best, _, soft_attributed = registry.soft(logits)
-        return {
-            "suite": "audio",
-            "bit_accuracy": float((bits == truth).mean()),
-            "attribution_accuracy": float((attributed & (best == user_idx)).mean()),
-            "false_attributions": int((attributed & (best != user_idx)).sum()),
-            "soft_attribution_accuracy": float((soft_attributed & (soft_best == user_idx)).mean()),
-            "soft_false_attributions": int((soft_attributed & (soft_best != user_idx)).sum()),
-        }
-
-    results = {"clean": score(fp)}
+    results = {"clean": {"suite": "audio", **registry.score(read(fp), user_idx)}}
     for name, attack in suite.items():
-        results[name] = score(attack(fp))
-    false_positives = {}
-    for name, waves in {"speech": sources, "original_decoder": og}.items():
-        logits = read(waves)
-        _, dist, attributed = registry.hamming((logits > 0).astype(np.uint8))
-        _, p, soft_attributed = registry.soft(logits)
-        false_positives[name] = {
-            "queries": len(waves),
-            "attributed": int(attributed.sum()),
-            "min_distance": int(dist.min()),
-            "soft_attributed": int(soft_attributed.sum()),
-            "soft_min_p_value": float(p.min()),
-        }
+        results[name] = {"suite": "audio", **registry.score(read(attack(fp)), user_idx)}
+    unmarked = {"speech": sources, "original_decoder": og}
+    false_positives = {name: registry.false_positives(read(waves)) for name, waves in unmarked.items()}
     report = {
         "model_id": getattr(model, "bundle_config", {}).get("model_id"),
         "modality": "audio",
