@@ -21,14 +21,19 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
-def list_images(folder: str | Path) -> list[Path]:
+def list_files(folder: str | Path, suffixes, kind: str) -> list[Path]:
+    """The files of `folder` with one of `suffixes`, sorted; a missing folder or none found is an error."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise GenprintError(f"{folder} is not a directory of images")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        raise GenprintError(f"{folder} is not a directory of {kind}")
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes)
     if not paths:
-        raise GenprintError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
+        raise GenprintError(f"no {kind} ({', '.join(sorted(suffixes))}) in {folder}")
     return paths
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    return list_files(folder, IMAGE_SUFFIXES, "images")
 
 
 def is_holdout(path: Path, fraction: float) -> bool:

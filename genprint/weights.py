@@ -69,13 +69,17 @@ def recover_logits(model: GenprintModel, state: dict[str, torch.Tensor], steps: 
 FULL_BIT_ERROR = 1e-4  # the error rate a bit recovered in full (|b| = 1) is matched at
 
 
+def unit_code(code: np.ndarray) -> np.ndarray:
+    """A recovered code scaled to its largest magnitude (float64): noise and averaging weaken a code uniformly."""
+    code = np.asarray(code, dtype=np.float64)
+    return code / max(float(np.abs(code).max()), 1e-12)
+
+
 def code_logits(code: np.ndarray) -> np.ndarray:
     """A recovered code (signs: the bits; magnitudes up to 1) as bit logits for the registry's soft matching: a bit the
     weights carry in full at FULL_BIT_ERROR, a bit they say nothing about (b = 0) at even odds. The code is scaled to
     its largest magnitude first, so a uniformly weakened code (noise, averaging) keeps its confident bits confident."""
-    code = np.asarray(code, dtype=np.float64)
-    code = np.clip(code / max(float(np.abs(code).max()), 1e-12), -1, 1)
-    return (code * np.log((1 - FULL_BIT_ERROR) / FULL_BIT_ERROR)).astype(np.float32)
+    return (np.clip(unit_code(code), -1, 1) * np.log((1 - FULL_BIT_ERROR) / FULL_BIT_ERROR)).astype(np.float32)
 
 
 def pair_p_value(code: np.ndarray, first: np.ndarray, second: np.ndarray, candidates: int) -> float:
@@ -85,8 +89,7 @@ def pair_p_value(code: np.ndarray, first: np.ndarray, second: np.ndarray, candid
     with chance 1/4 and a 0 bit with chance 1/2. Tail of that Poisson-binomial count, corrected for every pair."""
     from genprint.evidence import corrected
 
-    c = np.asarray(code, dtype=np.float64)
-    c = c / max(float(np.abs(c).max()), 1e-12)
+    c = unit_code(code)
     read = np.where(np.abs(c) < 0.5, 0, np.sign(c))
     explained = ((2 * np.asarray(first, float) - 1) + (2 * np.asarray(second, float) - 1)) / 2 == read
     chance = np.where(read == 0, 0.5, 0.25)
@@ -110,8 +113,7 @@ def attribute_leak(registry, model_id: str, code: np.ndarray, fpr: float | None 
     first = registry.decide(None, model_id, fpr=fpr, logits=code_logits(code)[None])[0]
     colluder = None
     if first.fingerprint is not None:
-        c = np.asarray(code, dtype=np.float64) / max(float(np.abs(code).max()), 1e-12)
-        rest = 2 * c - (2 * from_hex(first.fingerprint).astype(float) - 1)
+        rest = 2 * unit_code(code) - (2 * from_hex(first.fingerprint).astype(float) - 1)
         second = registry.decide(None, model_id, fpr=fpr, logits=code_logits(rest)[None])[0]
         if second.fingerprint is not None and second.fingerprint != first.fingerprint:
             if first.attributed:

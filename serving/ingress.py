@@ -308,14 +308,7 @@ class Ingress:
     async def attribute_batch(
         self, request: Request, x_api_key: str | None = Header(None), authorization: str | None = Header(None)
     ):
-        principal = await self._principal(x_api_key, authorization)
-        body = await read_body(request, self.settings.max_request_bytes)
-        batch = parse_json(BatchRequest, body, '{"images": [{"base64": ...} | {"uri": "s3://..."}]}')
-        if not batch.images or len(batch.images) > self.settings.max_batch_images:
-            raise IntakeError(
-                422, f"a batch holds 1 to {self.settings.max_batch_images} images, got {len(batch.images)}"
-            )
-        items = await self._items(principal, batch)
+        principal, items = await self._image_list(request, x_api_key, authorization, "a batch")
         # The request's images together hold at most max_request_pixels once decoded; later ones beyond it get 413.
         budget = self.settings.max_request_pixels
         for item in items:
@@ -339,14 +332,7 @@ class Ingress:
     async def attribute_collection(
         self, request: Request, x_api_key: str | None = Header(None), authorization: str | None = Header(None)
     ):
-        principal = await self._principal(x_api_key, authorization)
-        body = await read_body(request, self.settings.max_request_bytes)
-        batch = parse_json(BatchRequest, body, '{"images": [{"base64": ...} | {"uri": "s3://..."}]}')
-        if not batch.images or len(batch.images) > self.settings.max_batch_images:
-            raise IntakeError(
-                422, f"a collection holds 1 to {self.settings.max_batch_images} images, got {len(batch.images)}"
-            )
-        items = await self._items(principal, batch)
+        principal, items = await self._image_list(request, x_api_key, authorization, "a collection")
         if failed := next((item for item in items if isinstance(item, BatchResult)), None):
             raise IntakeError(failed.status, failed.error)  # a collection is attributed whole or not at all
         pixels = sum(item[2] for item in items)
@@ -361,6 +347,18 @@ class Ingress:
             )
         self.metrics.attributed(principal.name, result["attributed"])
         return Attribution(**result)
+
+    async def _image_list(self, request: Request, x_api_key, authorization, what: str) -> tuple:
+        """(principal, items) of a request listing images (a batch or a collection): the caller, the body read and
+        parsed within its bounds, 1 to max_batch_images images, each fetched or decoded from base64 (`_items`)."""
+        principal = await self._principal(x_api_key, authorization)
+        body = await read_body(request, self.settings.max_request_bytes)
+        batch = parse_json(BatchRequest, body, '{"images": [{"base64": ...} | {"uri": "s3://..."}]}')
+        if not batch.images or len(batch.images) > self.settings.max_batch_images:
+            raise IntakeError(
+                422, f"{what} holds 1 to {self.settings.max_batch_images} images, got {len(batch.images)}"
+            )
+        return principal, await self._items(principal, batch)
 
     async def _items(self, principal, batch: BatchRequest) -> list:
         """Each item's [id, name, pixels, bytes or IntakeError], or its BatchResult when it already failed. s3:// images

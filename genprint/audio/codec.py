@@ -11,7 +11,9 @@ import hashlib
 import json
 import logging
 import time
+from collections import deque
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -33,7 +35,7 @@ def train_codec(adapter: GeneratorAdapter, steps: int, seed: int = 0) -> dict[st
     params = list(adapter.encoder.parameters()) + list(adapter.decoder.parameters())
     optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    started, recent = time.perf_counter(), []
+    started, recent = time.perf_counter(), deque(maxlen=50)  # (SNR, loss) of the last 50 steps
     for step in range(1, steps + 1):
         wave = bank.sample(CODEC_BATCH, CODEC_WINDOW)
         out = adapter.decode(adapter.encode(wave))
@@ -43,17 +45,19 @@ def train_codec(adapter: GeneratorAdapter, steps: int, seed: int = 0) -> dict[st
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         schedule.step()
-        recent = (recent + [(snr(out.detach(), wave).mean().item(), loss.item())])[-50:]
+        recent.append((snr(out.detach(), wave).mean().item(), loss.item()))
         if step % 250 == 0 or step == steps:
+            snr_db, mean_loss = np.mean(recent, axis=0)
             log.info(
                 "audio codec step %d/%d  snr %.1f dB  loss %.3f  (%.0f s)",
                 step,
                 steps,
-                sum(r[0] for r in recent) / len(recent),
-                sum(r[1] for r in recent) / len(recent),
+                snr_db,
+                mean_loss,
                 time.perf_counter() - started,
             )
-    return {"snr": sum(r[0] for r in recent) / len(recent), "loss": sum(r[1] for r in recent) / len(recent)}
+    snr_db, mean_loss = np.mean(recent, axis=0)
+    return {"snr": float(snr_db), "loss": float(mean_loss)}
 
 
 def pretrained_codec(spec: dict) -> GeneratorAdapter:

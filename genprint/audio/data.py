@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from genprint.audio import AUDIO_SUFFIXES
 from genprint.audio.signals import load_audio
+from genprint.data import list_files
 from genprint.errors import GenprintError
 
 log = logging.getLogger(__name__)
@@ -21,13 +22,7 @@ def resolve_clips(data: str | Path | None, split: str = "train") -> list[Path]:
         from genprint.audio.speech import speech_clips
 
         return speech_clips(split)
-    folder = Path(data)
-    if not folder.is_dir():
-        raise GenprintError(f"{folder}: not a folder of sound files")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
-    if not paths:
-        raise GenprintError(f"{folder} holds no {' or '.join(AUDIO_SUFFIXES)} files")
-    return paths
+    return list_files(data, AUDIO_SUFFIXES, "sound files")
 
 
 class ClipBank:

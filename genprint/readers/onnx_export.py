@@ -48,9 +48,9 @@ def bundle_onnx(bundle_dir: str | Path, cache: str | Path | None = None) -> tupl
 
     config = read_config(bundle_dir)
     path = Path(cache or cache_dir()) / "onnx" / config["model_id"] / "extractor.onnx"
-    # the cached export stands for this bundle only while the bundle's own extractor is what its config records
-    check_file(Path(bundle_dir) / "extractor.safetensors", config["files"]["extractor"])
-    if not path.exists():
+    if path.exists():  # the cached export stands for this bundle while its extractor is what its config records
+        check_file(Path(bundle_dir) / "extractor.safetensors", config["files"]["extractor"])
+    else:  # loading checks every file
         try:
             export_extractor(load_bundle(bundle_dir).extractor, path)
         except OSError as exc:
