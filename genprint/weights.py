@@ -45,9 +45,8 @@ def recover_scales(model: GenprintModel, state: dict[str, torch.Tensor]) -> list
     return scales
 
 
-def recover_logits(model: GenprintModel, state: dict[str, torch.Tensor], steps: int = 500) -> np.ndarray:
-    """The continuous code b in [-1, 1]^n whose scales the leaked weights carry (signs: the bits)."""
-    scales = recover_scales(model, state)
+def code_of_scales(model: GenprintModel, scales: list[torch.Tensor], steps: int = 500) -> np.ndarray:
+    """The continuous code b in [-1, 1]^n the mapping network maps onto these per-conv scales (signs: the bits)."""
     mapping = model.mapping
     r = mapping.config["scale_range"]
     if mapping.config["depth"] == 0:
@@ -66,62 +65,52 @@ def recover_logits(model: GenprintModel, state: dict[str, torch.Tensor], steps: 
     return code.detach().clamp(-1, 1)[0].numpy()
 
 
+def recover_logits(model: GenprintModel, state: dict[str, torch.Tensor], steps: int = 500) -> np.ndarray:
+    """The continuous code b in [-1, 1]^n whose scales the leaked weights carry (signs: the bits)."""
+    return code_of_scales(model, recover_scales(model, state), steps)
+
+
 FULL_BIT_ERROR = 1e-4  # the error rate a bit recovered in full (|b| = 1) is matched at
-
-
-def unit_code(code: np.ndarray) -> np.ndarray:
-    """A recovered code scaled to its largest magnitude (float64): noise and averaging weaken a code uniformly."""
-    code = np.asarray(code, dtype=np.float64)
-    return code / max(float(np.abs(code).max()), 1e-12)
 
 
 def code_logits(code: np.ndarray) -> np.ndarray:
     """A recovered code (signs: the bits; magnitudes up to 1) as bit logits for the registry's soft matching: a bit the
     weights carry in full at FULL_BIT_ERROR, a bit they say nothing about (b = 0) at even odds. The code is scaled to
     its largest magnitude first, so a uniformly weakened code (noise, averaging) keeps its confident bits confident."""
-    return (np.clip(unit_code(code), -1, 1) * np.log((1 - FULL_BIT_ERROR) / FULL_BIT_ERROR)).astype(np.float32)
+    code = np.asarray(code, dtype=np.float64)
+    code = np.clip(code / max(float(np.abs(code).max()), 1e-12), -1, 1)
+    return (code * np.log((1 - FULL_BIT_ERROR) / FULL_BIT_ERROR)).astype(np.float32)
 
 
-def pair_p_value(code: np.ndarray, first: np.ndarray, second: np.ndarray, candidates: int) -> float:
-    """The chance that some pair of `candidates` unrelated registered codes explains a recovered code as well as the
-    pair of 0/1 codes (first, second) does. An average of two users' decoders carries about (b_A + b_B) / 2 per bit
-    (in +-1 terms), so each bit reads as -1, 0 or +1 (0: |b| under half the largest); a random pair matches a +-1 bit
-    with chance 1/4 and a 0 bit with chance 1/2. Tail of that Poisson-binomial count, corrected for every pair."""
-    from genprint.evidence import corrected
-
-    c = unit_code(code)
-    read = np.where(np.abs(c) < 0.5, 0, np.sign(c))
-    explained = ((2 * np.asarray(first, float) - 1) + (2 * np.asarray(second, float) - 1)) / 2 == read
-    chance = np.where(read == 0, 0.5, 0.25)
-    counts = np.ones(1)
-    for p in chance:  # the distribution of how many bits a random pair explains
-        counts = np.convolve(counts, [1 - p, p])
-    tail = float(counts[int(explained.sum()) :].sum())
-    return float(corrected(tail, max(candidates * (candidates - 1) // 2, 1)))
-
-
-def attribute_leak(registry, model_id: str, code: np.ndarray, fpr: float | None = None, label: str | None = None):
-    """(user, colluder) Attributions for a recovered code, written to the audit log; colluder is None unless two
-    users are named. The best soft match is the user when it is significant alone; what it leaves, 2b - b_user, is
-    matched for a second user. When neither stands alone, the pair stands or falls together on `pair_p_value`.
+def attribute_leak(
+    registry, model: GenprintModel, model_id: str, scales: list[torch.Tensor], fpr=None, label: str | None = None
+):
+    """(user, colluder) Attributions for the scales recovered from a leaked decoder, written to the audit log;
+    colluder is None unless two users are named. An average of two users' decoders carries the mean of their scales
+    exactly (weights are linear in the scales), so what a named user leaves, 2 s - s_user, is the other's scales:
+    recovered as a code, it is matched on its own. When the best match of the blurred code does not stand alone, it
+    is named only if the code it leaves names a second user that in turn leaves exactly it.
     Raises the registry's NotFoundError when the model has no fingerprints."""
-    from dataclasses import replace
-
     from genprint.fingerprint import from_hex
 
     fpr = registry.fpr if fpr is None else fpr
-    first = registry.decide(None, model_id, fpr=fpr, logits=code_logits(code)[None])[0]
-    colluder = None
+
+    def decide(s: list[torch.Tensor]):
+        return registry.decide(None, model_id, fpr=fpr, logits=code_logits(code_of_scales(model, s))[None])[0]
+
+    def leaves(answer) -> list[torch.Tensor]:
+        with torch.no_grad():
+            own = model.scales(from_hex(answer.fingerprint))
+        return [2 * s - o[0] for s, o in zip(scales, own)]
+
+    first, colluder = decide(scales), None
     if first.fingerprint is not None:
-        rest = 2 * unit_code(code) - (2 * from_hex(first.fingerprint).astype(float) - 1)
-        second = registry.decide(None, model_id, fpr=fpr, logits=code_logits(rest)[None])[0]
-        if second.fingerprint is not None and second.fingerprint != first.fingerprint:
+        second = decide(leaves(first))
+        if second.attributed and second.fingerprint != first.fingerprint:
             if first.attributed:
-                colluder = second if second.attributed else None
-            else:
-                pair = pair_p_value(code, from_hex(first.fingerprint), from_hex(second.fingerprint), first.compared)
-                if pair <= fpr:
-                    first, colluder = (replace(a, attributed=True, p_value=pair, rule="pair") for a in (first, second))
+                colluder = second
+            elif (again := decide(leaves(second))).attributed and again.fingerprint == first.fingerprint:
+                first, colluder = again, second
     labels = [label, f"{label} (second colluder)"]
     answers = [first] if colluder is None else [first, colluder]
     registry.audit_queries(

@@ -141,11 +141,11 @@ def test_attack_weights_writes_the_export_format_and_verify_still_reads_it(
 
 
 def test_averaged_decoders_name_both_colluders_and_a_single_export_names_no_colluder(tmp_path):
-    """Over 8 pairs of random codes: some agree on too few bits for either user to stand alone, and the pair test
-    names them together."""
+    """Over 8 pairs of random codes, some agreeing on too few bits for the blurred code to name either alone: each is
+    named from the scales the other leaves."""
     from genprint.fingerprint import from_hex
     from genprint.registry import Registry
-    from genprint.weights import attribute_leak, recover_logits
+    from genprint.weights import attribute_leak, recover_scales
 
     model = taef2_model()
     registry = Registry(f"sqlite:///{tmp_path / 'r.db'}")
@@ -155,9 +155,10 @@ def test_averaged_decoders_name_both_colluders_and_a_single_export_names_no_coll
     states = {u: model.bake(from_hex(codes[u])).state_dict() for u in users[:16]}
     for a, b in zip(users[:16:2], users[1:16:2]):
         averaged = {k: (states[a][k] + states[b][k]) / 2 for k in states[a]}
-        first, colluder = attribute_leak(registry, "m", recover_logits(model, averaged))
+        first, colluder = attribute_leak(registry, model, "m", recover_scales(model, averaged))
         assert first.attributed and colluder is not None and {first.user, colluder.user} == {a, b}
-    first, colluder = attribute_leak(registry, "m", recover_logits(model, states[users[0]]))
+    first, colluder = attribute_leak(registry, model, "m", recover_scales(model, states[users[0]]))
     assert first.attributed and first.user == users[0] and colluder is None
-    first, colluder = attribute_leak(registry, "m", np.random.default_rng(0).uniform(-1, 1, 48))
+    unregistered = model.bake(np.random.default_rng(0).integers(0, 2, 48)).state_dict()
+    first, colluder = attribute_leak(registry, model, "m", recover_scales(model, unregistered))
     assert not first.attributed and colluder is None

@@ -27,11 +27,12 @@ def run(args) -> int:
     from genprint.cli.options import model_dir, open_registry
     from genprint.fingerprint import to_hex
     from genprint.registry import NotFoundError
-    from genprint.weights import attribute_leak, read_decoder, recover_logits, untouched_share
+    from genprint.weights import attribute_leak, code_of_scales, read_decoder, recover_scales, untouched_share
 
     model = load_bundle(model_dir(args))
     state = read_decoder(model, args.leaked)
-    logits = recover_logits(model, state)
+    scales = recover_scales(model, state)
+    logits = code_of_scales(model, scales)
     report = {
         "path": args.leaked,
         "fingerprint": to_hex(logits > 0),
@@ -40,7 +41,7 @@ def run(args) -> int:
     with open_registry(args) as registry:
         try:
             first, colluder = attribute_leak(
-                registry, model.bundle_config["model_id"], logits, args.fpr, label=f"weights:{args.leaked}"
+                registry, model, model.bundle_config["model_id"], scales, args.fpr, label=f"weights:{args.leaked}"
             )
         except NotFoundError:
             first = colluder = None
