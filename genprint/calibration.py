@@ -2,7 +2,8 @@
 
 The soft rule's p-value is exact when the registered codes are random with respect to the read (genprint.evidence),
 whatever the reader does. A calibration checks that on real null images (unfingerprinted photos, the original
-decoder's output, renders of another fingerprinting model, and attacked versions of each): for every threshold it
+decoder's output, renders of another fingerprinting model, and attacked versions of each; from the training split
+of the photos, so the held-out photos stay unseen for evaluation): for every threshold it
 records the share of null queries whose best match among `users` simulated codes would have been attributed. It is
 stored beside the bundle (`calibration.json`). With M null queries it vouches for rates down to about 3 / M, and for
 none where its queries were attributed more often than the rate allows; a caller asking for less is told, or refused
@@ -27,16 +28,20 @@ FILE = "calibration.json"
 THRESHOLDS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 
 
-def null_images(model, data, count: int, size: int = 256, seed: int = 0) -> dict[str, list[torch.Tensor]]:
-    """`count` null images in four kinds: random crops of the photos (flipped at random), the original decoder's
-    renders of them, renders of them by another fingerprinting model (a random mapping on the same decoder, with
-    random codes), and a quarter of each attacked (JPEG 50-90, blur, resize, noise)."""
+def null_images(
+    model, paths: list[Path], count: int, size: int = 256, seed: int = 0, progress: bool = True
+) -> dict[str, list[torch.Tensor]]:
+    """`count` null images in three kinds: random crops of the photos at `paths` (flipped at random), the original
+    decoder's renders of them, renders of them by another fingerprinting model (a random mapping on the same decoder,
+    with random codes); a quarter of each kind attacked (JPEG 50-90, blur, resize, noise)."""
+    from rich.progress import track
+
     from genprint.attacks import attack_suite
-    from genprint.data import load_rgb, resolve_photos
+    from genprint.data import load_rgb
     from genprint.model import GenprintModel
 
     rng = np.random.default_rng(seed)
-    photos = [p for p in (load_rgb(path, 8) for path in resolve_photos(data)) if min(p.shape[-2:]) >= size]
+    photos = [p for p in (load_rgb(path, 8) for path in paths) if min(p.shape[-2:]) >= size]
     if not photos:
         raise GenprintError(f"no photo of at least {size} px to calibrate with")
     per_kind = -(-count // 3)
@@ -61,7 +66,7 @@ def null_images(model, data, count: int, size: int = 256, seed: int = 0) -> dict
             affine.weight.normal_(0, 0.1, generator=gen)
     kinds: dict[str, list[torch.Tensor]] = {"photos": crops, "original_decoder": [], "another_model": []}
     with torch.no_grad():
-        for i in range(0, per_kind, 8):
+        for i in track(range(0, per_kind, 8), description="rendering null images", disable=not progress):
             z = model.encode(torch.stack(crops[i : i + 8]).to(model._device()))
             kinds["original_decoder"] += list(model.decode_reference(z).cpu())
             bits = torch.randint(0, 2, (len(z), model.nbits), generator=gen)
@@ -79,26 +84,19 @@ def calibrate(
     model, reader, data=None, count: int = 3000, users: int = 10_000, seed: int = 0, progress: bool = True
 ) -> dict:
     """Read `count` null images with `reader` and record the soft rule's realised false-positive rate at each
-    threshold against `users` random codes."""
-    from rich.progress import track
+    threshold against `users` random codes. The photos are the training split of `data` (the bundle's holdout)."""
 
+    from genprint.data import resolve_photos, split
     from genprint.evaluation import SimulatedRegistry
     from genprint.fingerprint import random_fingerprints
 
-    kinds = null_images(model, data, count, seed=seed)
+    train, _ = split(resolve_photos(data), model.bundle_config.get("train", {}).get("holdout", 0.2))
+    kinds = null_images(model, train, count, seed=seed, progress=progress)
     registry = SimulatedRegistry(random_fingerprints(users, model.nbits, rng=np.random.default_rng(seed + 1)), 1e-6)
     p_values, counts = [], {}
     for kind, images in kinds.items():
         counts[kind] = len(images)
-        for i in track(range(0, len(images), 16), description=f"reading {kind}", disable=not progress):
-            chunk = images[i : i + 16]
-            shapes = {tuple(x.shape) for x in chunk}
-            logits = (
-                reader.logits(torch.stack(chunk))
-                if len(shapes) == 1
-                else np.concatenate([reader.logits(x[None]) for x in chunk])
-            )
-            p_values += list(registry.soft(logits)[1])
+        p_values += list(registry.soft(read_logits(reader, images, f"reading {kind}" if progress else None))[1])
     p = np.array(p_values)
     queries = len(p)
     return {
@@ -106,11 +104,26 @@ def calibrate(
         "reader": reader.runtime,
         "null_queries": queries,
         "kinds": counts,
+        "photos": f"{len(train)} photos of the training split",
         "users": users,
         "attributed_at": {f"{t:g}": int((p <= t).sum()) for t in THRESHOLDS},
         "smallest_p_value": float(p.min()),
         "supported_fpr": supported_fpr(p),
     }
+
+
+def read_logits(reader, images: list[torch.Tensor], progress: str | None = None) -> np.ndarray:
+    """(N, nbits) logits of images that may differ in size (resize attacks): 16 at a time where sizes agree."""
+    from rich.progress import track
+
+    out = []
+    for i in track(range(0, len(images), 16), description=progress or "", disable=progress is None):
+        chunk = images[i : i + 16]
+        same = len({tuple(x.shape) for x in chunk}) == 1
+        out.append(
+            reader.logits(torch.stack(chunk)) if same else np.concatenate([reader.logits(x[None]) for x in chunk])
+        )
+    return np.concatenate(out)
 
 
 def supported_fpr(p_values: np.ndarray) -> float:
@@ -131,6 +144,14 @@ def supported_fpr(p_values: np.ndarray) -> float:
 def load(bundle: str | Path) -> dict | None:
     path = Path(bundle) / FILE
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def status(calibration: dict | None, fpr: float) -> dict | None:
+    """What a calibration says of the soft rule at `fpr` (for reports): None without one."""
+    if calibration is None:
+        return None
+    floor = calibration["supported_fpr"]
+    return {"null_queries": calibration["null_queries"], "supported_fpr": floor, "vouches_for_fpr": fpr >= floor}
 
 
 def check_fpr(calibration: dict | None, fpr: float, strict: bool = False, model_id: str | None = None) -> None:

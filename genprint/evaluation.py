@@ -174,8 +174,13 @@ def evaluate(
     out_dir: str | Path,
     settings: EvalSettings | None = None,
     progress: bool = True,
+    calibration: dict | None = None,
 ) -> dict:
+    """Quality, bit accuracy and both rules' attribution, clean and per attack, false positives and plots, written to
+    `out_dir`; `calibration` (the bundle's calibration.json) says whether its null vouches for the soft rule's FPR."""
     from rich.progress import track
+
+    from genprint.calibration import status
 
     settings = settings or EvalSettings()
     options = {"inversion_steps": settings.inversion_steps, "max_rotation": settings.max_rotation}
@@ -283,6 +288,7 @@ def evaluate(
             "max_distance": decision.max_distance,
             "min_agreeing_bits": model.nbits - decision.max_distance,
             "p_value_at_threshold": float(p_value(model.nbits - decision.max_distance, model.nbits)),
+            "calibration": status(calibration, settings.fpr),
         },
         "quality": quality,
         "quality_summary": f"PSNR {quality['psnr_db']:.2f} dB, SSIM {quality['ssim']:.4f}",

@@ -4,7 +4,8 @@
     .venv/bin/python scripts/ship_bundle.py BUNDLE [--note "what measured it"]
 
 Loading casts the weights back to float32. TAEF2's MIT license goes beside the weights (the decoder, reference decoder
-and encoder are TAEF2's, fine-tuned). Replace the shipped bundle only with one measured better (docs/results.md).
+and encoder are TAEF2's, fine-tuned). Replace the shipped bundle only with one measured better (docs/results.md),
+then measure its null: `genprint calibrate` (no --model) writes the calibration.json shipped beside it.
 """
 
 import argparse
@@ -43,6 +44,8 @@ def main() -> int:
     (out / "LICENSE-TAEF2").write_text(NOTICE + license_text)
     size = sum(p.stat().st_size for p in out.iterdir())
     print(f"shipped {out} (model {load_bundle(out).bundle_config['model_id']}, {size / 2**20:.1f} MiB)")
+    if not (out / "calibration.json").exists():
+        print("next: `genprint calibrate` measures its null (calibration.json, shipped beside it)")
     return 0
 
 

@@ -180,6 +180,7 @@ def test_eval_writes_report_and_plots(untrained_bundle_dir, tmp_path):
     assert all(v["attributed"] == 0 for v in report["false_positives"].values())
     assert report["decision"]["max_distance"] >= 0 and "jpeg_50" in report["results"]
     assert "samples read by the cnn reader from" in proc.stdout
+    assert report["decision"]["calibration"] is None and "no calibration.json" in proc.stdout
 
 
 def test_eval_without_attacks_reads_clean_images_and_false_positives_only(untrained_bundle_dir, tmp_path):
@@ -323,12 +324,20 @@ def torch_no_grad():
 
 
 def test_calibrate_measures_the_null_and_attribute_says_what_it_can_vouch_for(untrained_bundle_dir, tmp_path):
+    from genprint.data import resolve_photos, split
+
     bundle = tmp_path / "b"
     shutil.copytree(untrained_bundle_dir, bundle)
     run("calibrate", "--model", bundle, "--null-images", 30, "--users", 200)
     report = json.loads((bundle / "calibration.json").read_text())
     assert report["null_queries"] == 30 and set(report["kinds"]) == {"photos", "original_decoder", "another_model"}
     assert report["supported_fpr"] == pytest.approx(0.1) and report["attributed_at"]["1e-06"] == 0
+    train, held_out = split(resolve_photos(None), 0.2)
+    assert held_out and report["photos"] == f"{len(train)} photos of the training split"  # held-out stay unseen
+    proc = small_eval(bundle, tmp_path / "e", 1, "--attacks", "none")
+    calibrated = json.loads((tmp_path / "e" / "report.json").read_text())["decision"]["calibration"]
+    assert calibrated == {"null_queries": 30, "supported_fpr": pytest.approx(0.1), "vouches_for_fpr": False}
+    assert "30 null queries cannot vouch for the soft rule at FPR 1e-06" in proc.stdout
     image = tmp_path / "x.png"
     Image.new("RGB", (64, 64)).save(image)
     db = ("--db", f"sqlite:///{tmp_path / 'r.db'}")

@@ -11,17 +11,21 @@ import pytest
 from genprint.settings import default_bundle_dir
 
 
-def test_the_shipped_bundle_is_small_safetensors_with_taef2s_license_and_verifies():
+def test_the_shipped_bundle_is_small_safetensors_with_taef2s_license_its_calibration_and_verifies():
+    from genprint import calibration
     from genprint.bundle import load_bundle
 
     folder = default_bundle_dir()
     files = {p.name: p.stat().st_size for p in folder.iterdir()}
-    assert set(files) >= {"config.json", "LICENSE-TAEF2"}
-    weights = [name for name in files if name not in ("config.json", "LICENSE-TAEF2")]
+    assert set(files) >= {"config.json", "LICENSE-TAEF2", calibration.FILE}
+    weights = [name for name in files if name not in ("config.json", "LICENSE-TAEF2", calibration.FILE)]
     assert weights and all(name.endswith(".safetensors") for name in weights)
     assert sum(files.values()) < 16 * 2**20
     assert "MIT" in (folder / "LICENSE-TAEF2").read_text()
-    load_bundle(folder)  # every file's hash checked against the config
+    model = load_bundle(folder)  # every file's hash checked against the config
+    measured = calibration.load(folder)  # the null measured on this model, with enough queries to vouch for 1e-3
+    assert measured["model_id"] == model.bundle_config["model_id"] and measured["null_queries"] >= 3000
+    calibration.check_fpr(measured, 1e-3, strict=True, model_id=model.bundle_config["model_id"])
 
 
 def test_render_then_extract_without_model_reads_the_code_back(tmp_path, capsys, caplog):

@@ -30,6 +30,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from genprint import calibration
     from genprint.attacks import ATTACK_SUITES
     from genprint.bundle import load_bundle
     from genprint.cli.options import model_dir
@@ -45,7 +46,8 @@ def run(args) -> int:
         raise GenprintError("--users must be at least --samples-per-photo")
     if args.photos is not None and args.photos < 1:
         raise GenprintError(f"--photos must be at least 1, got {args.photos}")
-    model = load_bundle(model_dir(args), default_device())
+    bundle = model_dir(args)
+    model = load_bundle(bundle, default_device())
     if model.adapter.modality == "audio":
         from genprint.audio.evaluation import evaluate_audio
 
@@ -75,7 +77,7 @@ def run(args) -> int:
         max_rotation=args.max_rotation,
         attacks=chosen_attacks(args.attacks),
     )
-    report = evaluate(model, args.data, args.out, settings)
+    report = evaluate(model, args.data, args.out, settings, calibration=calibration.load(bundle))
     print_summary(report)
     return 0
 
@@ -122,6 +124,15 @@ def print_summary(report: dict) -> None:
             f"false positives on {name}: binomial {fp['attributed']}, soft {fp['soft_attributed']} of {fp['queries']} "
             f"(closest distance {fp['min_distance']}, smallest soft p-value {fp['soft_min_p_value']:.2g})"
         )
+    calibrated = d.get("calibration")
+    if calibrated is not None:
+        verdict = "vouches for" if calibrated["vouches_for_fpr"] else "cannot vouch for"
+        console.print(
+            f"calibration: {calibrated['null_queries']} null queries {verdict} the soft rule at FPR "
+            f"{d['fpr_per_query']:g} (down to {calibrated['supported_fpr']:.1g})"
+        )
+    elif "test_photos" in report:
+        console.print("no calibration.json: the soft rule rests on the exact null of random codes (genprint calibrate)")
     reading = report["reading"]
     escalated = "" if reading["escalated_share"] is None else f", {reading['escalated_share']:.1%} escalated"
     console.print(f"{reading['reader']} reader: {reading['seconds_per_image']:.3f} s per image{escalated}")
