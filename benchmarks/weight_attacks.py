@@ -38,8 +38,14 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--photos", type=int, default=8, help="held-out photos each decoder renders (256 px)")
     parser.add_argument("--leakers", type=int, default=4, help="users whose decoders are attacked")
+    parser.add_argument(
+        "--finetune-steps",
+        default=",".join(map(str, STRENGTHS["finetune"])),
+        help="fine-tuning attack lengths, comma separated (about a second a step on 2 CPU cores)",
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "weight_attacks.json"))
     args = parser.parse_args()
+    STRENGTHS["finetune"] = [int(s) for s in args.finetune_steps.split(",") if s]
 
     import torch
 
