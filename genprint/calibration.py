@@ -85,7 +85,6 @@ def calibrate(
 ) -> dict:
     """Read `count` null images with `reader` and record the soft rule's realised false-positive rate at each
     threshold against `users` random codes. The photos are the training split of `data` (the bundle's holdout)."""
-
     from genprint.data import resolve_photos, split
     from genprint.evaluation import SimulatedRegistry
     from genprint.fingerprint import random_fingerprints
