@@ -47,6 +47,7 @@ class EvalSettings:
     attacks: tuple[str, ...] | None = None  # None: every attack of the suites; else only these names
     reader: str = "cnn"  # cnn, inversion (genprint.inversion) or cascade (genprint.attribution.Attributor)
     inversion_steps: int = INVERSION_STEPS
+    escalate_p: float = ESCALATE_P  # the cascade's band: unattributed reads with a corrected p-value at most this
     max_rotation: float = MAX_ROTATION  # the inversion reader's angle search, degrees either way (0: none)
 
 
@@ -243,7 +244,7 @@ def evaluate(
         logits = _read_all(read, images, settings.batch_size, f"reading {name}" if slow and not cascade else None)
         if cascade:
             _, p, attributed = attributor.soft(logits)
-            unsure = np.flatnonzero(~attributed & (p <= ESCALATE_P))
+            unsure = np.flatnonzero(~attributed & (p <= settings.escalate_p))
             if len(unsure):
                 logits[unsure] = _read_all(
                     escalate,

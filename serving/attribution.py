@@ -25,6 +25,7 @@ class AttributionEngine:
             registry or Registry(settings.registry_url or None, fpr=settings.fpr),
             device=settings.torch_device(),
             inversion_steps=settings.inversion_steps,
+            escalate_p=settings.escalate_p,
             read_cache_size=settings.read_cache_size,
             max_read_pixels=settings.max_request_pixels,
         )

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from genprint import settings
+from genprint.attribution import ESCALATE_P
 from genprint.errors import GenprintError
 from genprint.inversion import STEPS
 
@@ -64,6 +65,13 @@ class ServeSettings(BaseModel):
         "the CNN leaves uncertain",
     )
     inversion_steps: int = Field(STEPS, ge=1, le=2000, description="the inversion reader's fitting steps per image")
+    escalate_p: float = Field(
+        ESCALATE_P,
+        ge=0.0,
+        le=1.0,
+        description="the cascade reads again what the CNN did not attribute but gave a corrected p-value at most "
+        "this; images with no code escalate at this rate",
+    )
     read_cache_size: int = Field(
         4096,
         ge=0,

@@ -126,6 +126,9 @@ def test_bad_input_gives_one_clear_line(untrained_bundle_dir, images, tmp_path):
     assert "--photos must be at least 1" in error_line(
         run("eval", "--model", untrained_bundle_dir, "--out", tmp_path / "e", "--photos", 0, ok=False)
     )
+    assert "--escalate-p: must be a probability between 0 and 1, got '2'" in error_line(
+        run("attribute", "--model", untrained_bundle_dir, "--reader", "cascade", "--escalate-p", 2, upright, ok=False)
+    )
     assert "not a directory" in error_line(
         run(
             "render",

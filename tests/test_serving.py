@@ -444,6 +444,21 @@ def test_the_attribution_engine_can_read_with_the_inversion_reader(tmp_path, rea
     assert engine.attribute([(render(None), None)]) == [unmarked] and engine.info()["read_cache"]["hits"] == 2
 
 
+def test_the_cascades_band_is_a_serving_setting_checked_on_load(untrained_bundle_dir, tmp_path):
+    from genprint.errors import GenprintError
+    from genprint.registry import Registry
+    from serving.attribution import AttributionEngine
+    from serving.settings import ServeSettings
+
+    with pytest.raises(GenprintError, match="escalate_p"):
+        ServeSettings.load({"escalate_p": 1.5})
+    settings = ServeSettings.load(
+        {"model": str(untrained_bundle_dir), "reader": "cascade", "escalate_p": 0.2, "device": "cpu"}
+    )
+    engine = AttributionEngine(settings, Registry(f"sqlite:///{tmp_path / 'registry.db'}"))
+    assert engine.attributor.escalate_p == 0.2 and engine.attributor.escalation is not None
+
+
 def test_the_photos_pipeline_renders_a_photo_chosen_by_prompt_and_seed(untrained_bundle_dir):
     """`pipeline: photos` (no Ray around the engine): each render is one of the photos through the decoder, the same
     request gets the same photo, and another seed another one."""

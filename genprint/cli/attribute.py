@@ -79,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads,
             inversion_steps=args.inversion_steps,
             max_rotation=args.max_rotation,
+            escalate_p=args.escalate_p,
         )
         if args.collection:
             images, errors = load_images(args.images, max_pixels)

@@ -74,6 +74,7 @@ def run(args) -> int:
         suites=suites,
         reader=args.reader,
         inversion_steps=args.inversion_steps,
+        escalate_p=args.escalate_p,
         max_rotation=args.max_rotation,
         attacks=chosen_attacks(args.attacks),
     )

@@ -36,6 +36,15 @@ def add_reader_options(parser: argparse.ArgumentParser, rotation: bool = True, c
         + ("; cascade: the CNN, and the inversion reader for the images the CNN leaves uncertain" if cascade else ""),
     )
     parser.add_argument("--inversion-steps", type=int, default=STEPS, help="fitting steps of the inversion reader")
+    if cascade:
+        parser.add_argument(
+            "--escalate-p",
+            type=escalation_band,
+            default=attribution.ESCALATE_P,
+            metavar="P",
+            help="the cascade reads again what the CNN did not attribute but gave a corrected p-value <= P "
+            f"(default {attribution.ESCALATE_P:g}; images with no code escalate at rate P; 1: all unattributed)",
+        )
     if not rotation:
         return
     parser.add_argument(
@@ -46,6 +55,17 @@ def add_reader_options(parser: argparse.ArgumentParser, rotation: bool = True, c
         help="the inversion reader searches rotations up to DEG degrees either way (0: uploads are upright; "
         "saves the search, about 6 s per 256 px image on 2 CPU cores)",
     )
+
+
+def escalation_band(text: str) -> float:
+    """--escalate-p: a probability, 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a probability between 0 and 1, got {text!r}")
+    return value
 
 
 def reader_from_args(model, args):
