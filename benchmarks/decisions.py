@@ -36,6 +36,13 @@ COLLECTION_ATTACKS = ("jpeg_50", "blur_k5", "resize_50pct", "jpeg_90", "blur_k3"
 SIZES = (1, 2, 4, 8)
 
 
+def held_out_paths(model) -> list[Path]:
+    """The photos the bundle never trained on (and the calibration never read)."""
+    from genprint.data import resolve_photos, split
+
+    return split(resolve_photos(None), model.bundle_config["train"].get("holdout", 0.2))[1]
+
+
 def rules(model, calibration, args, work: Path) -> dict:
     from genprint.evaluation import EvalSettings, evaluate
 
@@ -53,17 +60,16 @@ def rules(model, calibration, args, work: Path) -> dict:
 
 
 def null(model, reader, args) -> dict:
-    from genprint.calibration import null_images, read_logits
-    from genprint.data import resolve_photos, split
-    from genprint.evaluation import SimulatedRegistry
+    from genprint.calibration import null_images
+    from genprint.evaluation import SimulatedRegistry, read_in_batches
     from genprint.fingerprint import random_fingerprints
 
-    _, held_out = split(resolve_photos(None), model.bundle_config["train"].get("holdout", 0.2))
+    held_out = held_out_paths(model)
     kinds = null_images(model, held_out, args.null_images, seed=args.seed + 1)
     registry = SimulatedRegistry(random_fingerprints(args.users, model.nbits, rng=np.random.default_rng(7)), args.fpr)
     out = {}
     for kind, images in kinds.items():
-        out[kind] = registry.false_positives(read_logits(reader, images, f"reading {kind}"))
+        out[kind] = registry.false_positives(read_in_batches(reader.logits, images, 16, f"reading {kind}"))
         print(f"null {kind}: {out[kind]}")
     total = {k: sum(v[k] for v in out.values()) for k in ("queries", "attributed", "soft_attributed")}
     return {"held_out_photos": len(held_out), "kinds": out, "total": total}
@@ -90,7 +96,7 @@ def cascade(model, args, work: Path) -> dict:
 
 def collections(model, reader, args, work: Path) -> dict:
     from genprint.attacks import attack_suite
-    from genprint.data import load_rgb, resolve_photos, split
+    from genprint.data import load_rgb
     from genprint.evaluation import centre_crop
     from genprint.fingerprint import from_hex
     from genprint.registry import Registry
@@ -100,8 +106,7 @@ def collections(model, reader, args, work: Path) -> dict:
     model_id = model.bundle_config["model_id"]
     issued = registry.register_users(tenant, model_id, model.nbits, count=args.users, rng=np.random.default_rng(3))
     rng = np.random.default_rng(args.seed)
-    _, held_out = split(resolve_photos(None), model.bundle_config["train"].get("holdout", 0.2))
-    photos = [c for c in (centre_crop(load_rgb(p, 8), 256) for p in held_out) if c is not None]
+    photos = [c for c in (centre_crop(load_rgb(p, 8), 256) for p in held_out_paths(model)) if c is not None]
     chosen = rng.choice(len(issued), args.collection_users, replace=False)
     attacks = {a.name: a for a in attack_suite(["wouaf", "stable_signature"]) if a.name in COLLECTION_ATTACKS}
     reads = {name: [] for name in attacks}  # per attack: (users, 8, nbits) logits

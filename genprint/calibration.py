@@ -86,7 +86,7 @@ def calibrate(
     """Read `count` null images with `reader` and record the soft rule's realised false-positive rate at each
     threshold against `users` random codes. The photos are the training split of `data` (the bundle's holdout)."""
     from genprint.data import resolve_photos, split
-    from genprint.evaluation import SimulatedRegistry
+    from genprint.evaluation import SimulatedRegistry, read_in_batches
     from genprint.fingerprint import random_fingerprints
 
     train, _ = split(resolve_photos(data), model.bundle_config.get("train", {}).get("holdout", 0.2))
@@ -95,7 +95,8 @@ def calibrate(
     p_values, counts = [], {}
     for kind, images in kinds.items():
         counts[kind] = len(images)
-        p_values += list(registry.soft(read_logits(reader, images, f"reading {kind}" if progress else None))[1])
+        logits = read_in_batches(reader.logits, images, 16, f"reading {kind}" if progress else None)
+        p_values += list(registry.soft(logits)[1])
     p = np.array(p_values)
     queries = len(p)
     return {
@@ -109,20 +110,6 @@ def calibrate(
         "smallest_p_value": float(p.min()),
         "supported_fpr": supported_fpr(p),
     }
-
-
-def read_logits(reader, images: list[torch.Tensor], progress: str | None = None) -> np.ndarray:
-    """(N, nbits) logits of images that may differ in size (resize attacks): 16 at a time where sizes agree."""
-    from rich.progress import track
-
-    out = []
-    for i in track(range(0, len(images), 16), description=progress or "", disable=progress is None):
-        chunk = images[i : i + 16]
-        same = len({tuple(x.shape) for x in chunk}) == 1
-        out.append(
-            reader.logits(torch.stack(chunk)) if same else np.concatenate([reader.logits(x[None]) for x in chunk])
-        )
-    return np.concatenate(out)
 
 
 def supported_fpr(p_values: np.ndarray) -> float:

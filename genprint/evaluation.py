@@ -149,7 +149,9 @@ def crop_metrics(model: GenprintModel, latents: torch.Tensor, bits: torch.Tensor
         ).mean().item()
 
 
-def _read_all(read, images: list[torch.Tensor], batch: int, progress: str | None = None, start=None) -> np.ndarray:
+def read_in_batches(
+    read, images: list[torch.Tensor], batch: int, progress: str | None = None, start=None
+) -> np.ndarray:
     """Logits of every image, `batch` at a time; `progress` names a bar over the batches (for a slow reader), `start`
     gives the inversion reader earlier logits to start from."""
     from rich.progress import track
@@ -241,12 +243,12 @@ def evaluate(
     def read_all(images: list[torch.Tensor], name: str) -> np.ndarray:
         """Logits of every image by the settings' reader; the cascade re-reads, warm-started, what stays unsure."""
         started = time.perf_counter()
-        logits = _read_all(read, images, settings.batch_size, f"reading {name}" if slow and not cascade else None)
+        logits = read_in_batches(read, images, settings.batch_size, f"reading {name}" if slow and not cascade else None)
         if cascade:
             _, p, attributed = attributor.soft(logits)
             unsure = np.flatnonzero(~attributed & (p <= settings.escalate_p))
             if len(unsure):
-                logits[unsure] = _read_all(
+                logits[unsure] = read_in_batches(
                     escalate,
                     [images[i] for i in unsure],
                     settings.batch_size,
