@@ -43,9 +43,15 @@ def main() -> int:
         default=",".join(map(str, STRENGTHS["finetune"])),
         help="fine-tuning attack lengths, comma separated (about a second a step on 2 CPU cores)",
     )
+    parser.add_argument("--attacks", default=",".join(STRENGTHS), help="which attacks, comma separated")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "weight_attacks.json"))
     args = parser.parse_args()
     STRENGTHS["finetune"] = [int(s) for s in args.finetune_steps.split(",") if s]
+    unknown = set(args.attacks.split(",")) - set(STRENGTHS)
+    if unknown:
+        parser.error(f"--attacks: no attack {', '.join(sorted(unknown))} (choose from {', '.join(STRENGTHS)})")
+    for kind in set(STRENGTHS) - set(args.attacks.split(",")):
+        del STRENGTHS[kind]
 
     import torch
 
@@ -78,7 +84,7 @@ def main() -> int:
             return model.adapter.decode(latents, decoder=decoder)
 
     baked = {u: {k: v.detach() for k, v in model.bake(registry.bits[u]).state_dict().items()} for u in leakers + [99]}
-    rows = []
+    rows, bank = [], None
     for kind, strengths in STRENGTHS.items():
         for strength in strengths:
             for u in leakers:
@@ -92,7 +98,8 @@ def main() -> int:
                 elif kind == "average":
                     attacked = weights.average(state, baked[99])
                 else:
-                    attacked = weights.finetune(model, state, train_photos, int(strength), seed=u)
+                    bank = bank or weights.finetuning_bank(model, train_photos)  # encoded once, drawn on by every row
+                    attacked = weights.finetune(model, state, bank, int(strength))
                 clean, hit = renders(state), renders(attacked)
                 logits = reader.logits(hit)
                 best, _, attributed = registry.soft(logits)

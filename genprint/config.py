@@ -127,6 +127,9 @@ class TrainConfig:
     ssim_weight: float = 0.1
     attacks: dict = field(default_factory=dict)  # {name: {p: prob, <range>: [lo, hi]}}
     attack_strength: Schedule = field(default_factory=lambda: Schedule.constant(1.0))
+    # Each step's decoder weights carry Gaussian noise at U(0, this x the attack strength) of each tensor's std
+    # (genprint.weights): the leaked-weights attack, trained against; 0 never
+    weight_noise: Schedule = field(default_factory=lambda: Schedule.constant(0.0))
     # Accuracy-keyed stages (genprint.curriculum); replaces quality_weight and attack_strength
     curriculum: dict | None = None
     checkpoint_every: int = 200
@@ -158,6 +161,8 @@ class TrainConfig:
             ]
             if fixed:
                 raise GenprintError(f"the curriculum sets {' and '.join(fixed)}; drop them from the config")
+        if min(min(r.start, r.end) for r in self.weight_noise.ramps) < 0:
+            raise GenprintError(f"weight_noise must be at least 0, got {self.weight_noise.to_config()}")
         if not 0 <= self.holdout < 1:
             raise GenprintError(f"holdout must be in [0, 1), got {self.holdout}")
         margin = self.extractor.get("margin", 0)

@@ -6,6 +6,7 @@ modulation, attack, extract, and minimise BCE(bits) + quality(fingerprinted vs o
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import logging
@@ -32,6 +33,7 @@ from genprint.generators import load_adapter_source
 from genprint.metrics import bit_accuracy, psnr, ssim
 from genprint.model import GenprintModel, default_device
 from genprint.settings import taef2_dir
+from genprint.weights import noisy_parameters
 
 log = logging.getLogger(__name__)
 __all__ = ["Trainer", "load_config", "TrainConfig"]
@@ -127,6 +129,7 @@ class Trainer:
         )
         self.bits_gen = torch.Generator().manual_seed(seed + 7)
         self.size_gen = torch.Generator().manual_seed(seed + 13)  # each step's crop size and reading windows
+        self.noise_gen = torch.Generator().manual_seed(seed + 17)  # the weight noise trained against
         self.attacks = self.media.attacks(config.attacks, seed=seed)
         tuned = decoder_parameters(self.model.decoder, config.decoder_frozen) if config.train_decoder else []
         self.model.decoder.requires_grad_(False)
@@ -200,6 +203,15 @@ class Trainer:
             return self.curriculum.quality_weight, self.curriculum.attack_strength, self.curriculum.lr_factor
         return self.config.quality_weight.at(step), self.config.attack_strength.at(step), 1.0
 
+    def _weight_noise(self, step: int, strength: float) -> tuple[float, int] | None:
+        """This step's weight noise as (sigma, seed), sigma drawn from U(0, weight_noise x the attacks' strength);
+        None without. An attack like the others, it ramps in with them."""
+        top = self.config.weight_noise.at(step) * strength
+        if top <= 0:
+            return None
+        sigma = top * float(torch.rand((), generator=self.noise_gen))
+        return sigma, int(torch.randint(2**62, (), generator=self.noise_gen))
+
     def train_step(self) -> dict[str, float]:
         cfg, step = self.config, self.step
         quality_weight, strength, lr_factor = self.schedule(step)
@@ -217,6 +229,10 @@ class Trainer:
                 if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                     module.eval()
         latents, target = self.targets[crop].sample(n)
+        noise = self._weight_noise(step, strength)
+        if noise is not None:  # quality target: the original decoder under the same draws (it prices the code only)
+            with noisy_parameters(self.model.reference, *noise):
+                target = self._reference(latents)
         bits = torch.randint(0, 2, (n, cfg.nbits), generator=self.bits_gen).float().to(self.device)
         if cfg.complementary_pairs:  # content is shared within a pair, so it cancels out of the bit gradients
             latents, target = torch.cat([latents, latents]), torch.cat([target, target])
@@ -224,19 +240,21 @@ class Trainer:
         attack = partial(self.attacks, strength=strength)
         if cfg.read_jitter:
             attack = partial(self._read_window, crop=crop, then=attack)
-        with self.autocast():
-            images, logits = self.joint(latents, bits, attack=attack)
-        images, logits = images.float(), logits.float()
-        bce = F.binary_cross_entropy_with_logits(logits, bits)
-        mse = F.mse_loss(images, target)
-        structural = self.media.structure_loss(images, target)
-        loss = cfg.bit_weight.at(step) * bce + quality_weight * (mse + cfg.ssim_weight * structural)
-        if not torch.isfinite(loss):
-            raise GenprintError(
-                f"loss became {loss.item()} at step {step}: lower the learning rates or the scale range"
-            )
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # forward and backward through the noisy weights, the update on the clean ones
+        with noisy_parameters(self.model.decoder, *noise) if noise is not None else contextlib.nullcontext():
+            with self.autocast():
+                images, logits = self.joint(latents, bits, attack=attack)
+            images, logits = images.float(), logits.float()
+            bce = F.binary_cross_entropy_with_logits(logits, bits)
+            mse = F.mse_loss(images, target)
+            structural = self.media.structure_loss(images, target)
+            loss = cfg.bit_weight.at(step) * bce + quality_weight * (mse + cfg.ssim_weight * structural)
+            if not torch.isfinite(loss):
+                raise GenprintError(
+                    f"loss became {loss.item()} at step {step}: lower the learning rates or the scale range"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], cfg.grad_clip)
         self.optimizer.step()
@@ -342,6 +360,7 @@ class Trainer:
             "targets": {crop: pool.state_dict() for crop, pool in self.targets.items()},
             "bits_gen": self.bits_gen.get_state(),
             "size_gen": self.size_gen.get_state(),
+            "noise_gen": self.noise_gen.get_state(),
             "attacks": self.attacks.state_dict(),
             "train_seconds": self.train_seconds,
         }
@@ -362,6 +381,8 @@ class Trainer:
         self.bits_gen.set_state(state["bits_gen"])
         if "size_gen" in state:
             self.size_gen.set_state(state["size_gen"])
+        if "noise_gen" in state:
+            self.noise_gen.set_state(state["noise_gen"])
         self.attacks.load_state_dict(state["attacks"])
         if self.curriculum is not None and "curriculum" in state:
             self.curriculum.load_state_dict(state["curriculum"])

@@ -10,6 +10,8 @@ descent. The solution's signs are the bits and its values act as logits for the 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -138,13 +140,37 @@ def untouched_share(model: GenprintModel, state: dict[str, torch.Tensor]) -> flo
 # --- attacks on the weights themselves (research question 2) -------------------------------------------------------
 
 
+def relative_noise(tensor: torch.Tensor, sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Gaussian noise at `sigma` of the tensor's own standard deviation (none on a single number)."""
+    if tensor.numel() <= 1:
+        return torch.zeros_like(tensor)
+    draw = torch.randn(tensor.shape, generator=generator, dtype=torch.float32)
+    return (draw * sigma * tensor.detach().float().std()).to(tensor)
+
+
 def noise(state: dict, sigma: float, seed: int = 0) -> dict:
-    """Gaussian noise on every weight tensor, `sigma` of each tensor's own standard deviation."""
+    """The weight-noise attack: Gaussian noise on every weight tensor, `sigma` of each tensor's own std."""
     g = torch.Generator().manual_seed(seed)
-    return {
-        k: v + torch.randn(v.shape, generator=g) * sigma * v.float().std() if v.numel() > 1 else v.clone()
-        for k, v in state.items()
-    }
+    return {k: v + relative_noise(v, sigma, g) for k, v in state.items()}
+
+
+@contextmanager
+def noisy_parameters(module: torch.nn.Module, sigma: float, seed: int) -> Iterator[None]:
+    """The module's parameters under the weight-noise attack at `sigma`, restored exactly on exit: a training step
+    taken inside learns a code that the attack does not erase (TrainConfig.weight_noise). Two modules of one
+    architecture get the same draws from one seed."""
+    generator = torch.Generator().manual_seed(seed)
+    params = list(module.parameters())
+    saved = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        for p in params:
+            p.add_(relative_noise(p, sigma, generator).to(p.device))
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for p, kept in zip(params, saved):
+                p.copy_(kept)
 
 
 def prune(state: dict, fraction: float) -> dict:
@@ -173,17 +199,19 @@ def average(state: dict, other: dict) -> dict:
     return {k: (v + other[k]) / 2 for k, v in state.items()}
 
 
-def finetune(
-    model: GenprintModel, state: dict, photos, steps: int, lr: float = 1e-4, crop: int = 128, seed: int = 0
-) -> dict:
-    """What removes a key baked into weights (Stable Signature's attack): fine-tune the leaked decoder for `steps`
-    steps so that its images match the original decoder's (TAEF2's public weights) on photos."""
+def finetuning_bank(model: GenprintModel, photos, crop: int = 128, seed: int = 0):
+    """The fine-tuning attack's data: latent windows of `photos` (encoded once; one bank serves many attacks)."""
     from genprint.data import LatentBank
 
+    return LatentBank(model.encode, photos, model.adapter.downscale, crop, seed=seed)
+
+
+def finetune(model: GenprintModel, state: dict, bank, steps: int, lr: float = 1e-4) -> dict:
+    """What removes a key baked into weights (Stable Signature's attack): fine-tune the leaked decoder for `steps`
+    steps so that its images match the original decoder's (TAEF2's public weights) on the bank's photos."""
     decoder = model.adapter.copy_decoder()
     decoder.load_state_dict(state)
     decoder.train().requires_grad_(True)
-    bank = LatentBank(model.encode, photos, model.adapter.downscale, crop, seed=seed)
     optimizer = torch.optim.Adam(decoder.parameters(), lr=lr)
     for _ in range(steps):
         latents = bank.sample(8)

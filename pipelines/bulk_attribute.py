@@ -2,7 +2,7 @@
 """Attribute every image under a folder or an S3 prefix with Ray Data, writing Parquet as it goes.
 
     python -m pipelines.bulk_attribute SOURCE OUT [--model BUNDLE] [--registry URL] [--tenant NAME] [--batch 32]
-        [--actors 2] [--reader inversion]
+        [--actors 2] [--reader inversion|cascade] [--escalate-p 0.01]
 
 SOURCE: a local folder or s3://bucket/prefix (PNG, JPEG and WebP files, recursively). OUT: a local folder or
 s3://bucket/prefix that receives Parquet files, block by block as they are read. One row per image: path, attributed,
@@ -43,7 +43,9 @@ log = logging.getLogger(__name__)
 class Attribute:
     """A Ray Data actor: decode a batch of files, read their bits in one reader call per size, match in the registry."""
 
-    def __init__(self, bundle: str, registry_url: str, reader: str, tenant: str | None, max_pixels: int):
+    def __init__(
+        self, bundle: str, registry_url: str, reader: str, tenant: str | None, max_pixels: int, escalate_p: float
+    ):
         import pyarrow as pa
 
         from genprint.allocator import keep_freed_memory
@@ -51,7 +53,7 @@ class Attribute:
         from genprint.registry import Registry
 
         keep_freed_memory()
-        self.attributor = make_attributor(bundle, reader, Registry(registry_url or None))
+        self.attributor = make_attributor(bundle, reader, Registry(registry_url or None), escalate_p=escalate_p)
         self.scope = self.attributor.registry.tenant(tenant) if tenant else None
         self.max_pixels = max_pixels
         self.schema = pa.schema(FIELDS)
@@ -129,17 +131,21 @@ def bulk_attribute(
     actors: int = 1,
     max_pixels: int | None = None,
     reader: str = "cnn",
+    escalate_p: float | None = None,
 ) -> int:
     """Run the job on the current Ray cluster (or a local one); returns the number of rows written by this run."""
     import ray
 
-    from genprint.attribution import READERS
+    from genprint.attribution import ESCALATE_P, READERS
     from genprint.imageio import DEFAULT_MAX_PIXELS
     from pipelines.ray_runtime import location
     from pipelines.tracking import resolve_model
 
     if reader not in READERS:
         raise GenprintError(f"unknown reader {reader!r}; known: {', '.join(READERS)}")
+    escalate_p = ESCALATE_P if escalate_p is None else escalate_p
+    if not 0.0 <= escalate_p <= 1.0:
+        raise GenprintError(f"escalate_p must be a probability between 0 and 1, got {escalate_p}")
     bundle = str(resolve_model(model))
     done = _done(out)
     pending = [p for p in _images(source) if p not in done]
@@ -159,6 +165,7 @@ def bulk_attribute(
         "reader": reader,
         "tenant": tenant,
         "max_pixels": max_pixels or DEFAULT_MAX_PIXELS,
+        "escalate_p": escalate_p,
     }
     results = ds.map_batches(
         Attribute,
@@ -191,6 +198,12 @@ def main(argv: list[str] | None = None) -> int:
         default="cnn",
         help="cnn: the ONNX extractor (high rate); inversion: the forensic reader (far more bits, slow)",
     )
+    parser.add_argument(
+        "--escalate-p",
+        type=float,
+        help="cascade: CNN reads left unattributed with a corrected p-value up to this are read again by the "
+        "inversion reader; unmarked images escalate at this rate, so it sets the cost (default 0.01)",
+    )
     args = parser.parse_args(argv)
     from pipelines.ray_runtime import RayRuntime
 
@@ -205,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.batch,
                 args.actors,
                 reader=args.reader,
+                escalate_p=args.escalate_p,
             )
     except GenprintError as exc:
         print(f"bulk_attribute: error: {exc}", file=sys.stderr)

@@ -113,6 +113,10 @@ def test_unknown_source_is_a_clear_error(setup):
 
     with pytest.raises(GenprintError, match="cannot list images"):
         bulk_attribute(str(setup["root"] / "nowhere"), str(setup["root"] / "x"), setup["bundle"], setup["registry"])
+    with pytest.raises(GenprintError, match="escalate_p must be a probability"):
+        bulk_attribute(
+            str(setup["images"]), str(setup["root"] / "x"), setup["bundle"], reader="cascade", escalate_p=1.5
+        )
 
 
 def test_the_inversion_reader_attributes_in_the_actors(setup, readable_bundle):

@@ -31,8 +31,9 @@ def params(trainer):
     return torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
 
 
-def test_resume_reproduces_an_uninterrupted_run(photos, tmp_path):
-    cfg = load_config("tiny", {"holdout": 0.0})
+@pytest.mark.parametrize("weight_noise", [0.0, 0.2])
+def test_resume_reproduces_an_uninterrupted_run(photos, tmp_path, weight_noise):
+    cfg = load_config("tiny", {"holdout": 0.0, "weight_noise": weight_noise})
     straight = Trainer(cfg, photos=photos)
     straight.run(steps=6, progress=False)
 
@@ -57,6 +58,19 @@ def test_decoder_is_frozen_unless_its_learning_rate_is_set(photos):
     before = {k: v.clone() for k, v in trainer.model.decoder.state_dict().items()}
     trainer.run(steps=2, progress=False)
     assert any(not torch.equal(before[k], v) for k, v in trainer.model.decoder.state_dict().items())
+
+
+def test_weight_noise_trains_through_noisy_weights_and_updates_clean_ones(photos):
+    plain = Trainer(load_config("tiny", {"holdout": 0.0}), photos=photos)
+    noisy = Trainer(load_config("tiny", {"holdout": 0.0, "weight_noise": 0.5}), photos=photos)
+    before = {k: v.clone() for k, v in noisy.model.decoder.state_dict().items()}
+    seen = [t.train_step() for t in (plain, noisy)]  # the same latents, codes and initial weights
+    assert not torch.equal(params(plain), params(noisy))  # it learned from other images: the noisy decoder's
+    # its quality target is the original decoder under the same draws, so the noise itself costs no quality
+    assert seen[0]["psnr"] > 60 and seen[1]["psnr"] > 60
+    assert all(torch.equal(before[k], v) for k, v in noisy.model.decoder.state_dict().items())  # frozen, restored
+    with pytest.raises(GenprintError, match="weight_noise"):
+        load_config("tiny", {"weight_noise": -0.1})
 
 
 def test_learning_rates_follow_their_schedules(photos):

@@ -8,22 +8,13 @@ from test_modulation_export import TINY_KL, TINY_TINY, diffusers_model, taef2_mo
 
 from genprint.errors import GenprintError
 from genprint.fingerprint import from_hex, random_fingerprints
-from genprint.weights import read_decoder, recover_logits, untouched_share
+from genprint.weights import noise, noisy_parameters, read_decoder, recover_logits, untouched_share
 
 FAMILIES = [("taef2", None), ("diffusers-kl", TINY_KL), ("diffusers-tiny", TINY_TINY)]
 
 
 def model_of(family, config):
     return taef2_model() if family == "taef2" else diffusers_model(family, config)
-
-
-def with_noise(state: dict, relative: float, seed: int = 0) -> dict:
-    """Gaussian noise on every weight tensor at `relative` of that tensor's standard deviation."""
-    g = torch.Generator().manual_seed(seed)
-    return {
-        k: v + torch.randn(v.shape, generator=g) * relative * v.float().std() if v.numel() > 1 else v
-        for k, v in state.items()
-    }
 
 
 @pytest.mark.parametrize("family,config", FAMILIES, ids=[f for f, _ in FAMILIES])
@@ -34,7 +25,7 @@ def test_the_code_comes_back_from_the_weights_under_noise(tmp_path, family, conf
     state = read_decoder(model, exported)
     assert np.array_equal(recover_logits(model, state) > 0, bits.astype(bool))
     assert untouched_share(model, state) > 0.999999
-    noisy = with_noise(state, 0.01)  # 1 % of each tensor's std, as a leaker covering tracks might add
+    noisy = noise(state, 0.01)  # 1 % of each tensor's std, as a leaker covering tracks might add
     assert np.array_equal(recover_logits(model, noisy) > 0, bits.astype(bool))
     assert untouched_share(model, noisy) < untouched_share(model, state)
 
@@ -162,3 +153,15 @@ def test_averaged_decoders_name_both_colluders_and_a_single_export_names_no_coll
     unregistered = model.bake(np.random.default_rng(0).integers(0, 2, 48)).state_dict()
     first, colluder = attribute_leak(registry, model, "m", recover_scales(model, unregistered))
     assert not first.attributed and colluder is None
+
+
+def test_training_noise_is_the_attacks_noise_and_leaves_no_trace():
+    conv = torch.nn.Conv2d(16, 32, 3)
+    before = {k: v.clone() for k, v in conv.state_dict().items()}
+    with noisy_parameters(conv, 0.1, seed=0):
+        inside = {k: v.clone() for k, v in conv.state_dict().items()}
+    attacked = noise(before, 0.1, seed=0)  # the same draws in the same order
+    for k in before:
+        assert torch.allclose(inside[k], attacked[k])
+        assert abs(float((inside[k] - before[k]).std() / before[k].std()) - 0.1) < 0.02
+        assert torch.equal(conv.state_dict()[k], before[k])  # restored exactly

@@ -46,7 +46,8 @@ def run(args) -> int:
         attacked = weights.average(state, weights.read_decoder(model, args.other))
     else:
         photos, _ = split(resolve_photos(None), model.bundle_config.get("train", {}).get("holdout", 0.2))
-        attacked = weights.finetune(model, state, photos, int(args.strength), seed=args.seed)
+        bank = weights.finetuning_bank(model, photos, seed=args.seed)
+        attacked = weights.finetune(model, state, bank, int(args.strength))
     decoder = model.adapter.copy_decoder()
     decoder.load_state_dict(attacked)
     written = model.adapter.export_native(decoder, Path(args.out))
