@@ -114,18 +114,26 @@ def save_bundle(
     return out
 
 
+CHECKPOINTS = "checkpoints"  # `genprint train`'s default checkpoint folder, inside the bundle folder it writes
+
+
 def _replace(staging: Path, out: Path) -> None:
-    """Move the finished `staging` folder to `out`; an existing `out` is renamed away first and removed after."""
+    """Move the finished `staging` folder to `out`; an existing `out` is renamed away first and removed after. A
+    training run's checkpoint folder in `out` moves into the new bundle, so its run can still resume."""
     old = None
     if out.exists():
-        if not (out / "config.json").is_file() and any(out.iterdir()):
+        if not (out / "config.json").is_file() and any(p.name != CHECKPOINTS for p in out.iterdir()):
             raise GenprintError(f"{out} exists and is not a bundle: refusing to replace it")
         old = out.with_name(f".{out.name}.old{os.getpid()}")
         os.replace(out, old)
+        if (old / CHECKPOINTS).is_dir():
+            os.replace(old / CHECKPOINTS, staging / CHECKPOINTS)
     try:
         os.replace(staging, out)
     except BaseException:
         if old is not None:
+            if (staging / CHECKPOINTS).is_dir():
+                os.replace(staging / CHECKPOINTS, old / CHECKPOINTS)
             os.replace(old, out)
         raise
     if old is not None:

@@ -81,8 +81,9 @@ def test_unreadable_sound_gets_one_clear_error(tmp_path):
         load_audio(tmp_path / "short.wav", multiple=64)
 
 
-def test_the_reader_ignores_loudness_and_length_but_refuses_too_short_clips():
-    reader = AudioExtractor(16).eval()
+@pytest.mark.parametrize("stages", [None, []], ids=["conv", "spectrum"])
+def test_the_reader_ignores_loudness_and_length_but_refuses_too_short_clips(stages):
+    reader = AudioExtractor(16, stages=stages).eval()
     wave = synthetic_voice(1.0)[None]
     with torch.no_grad():
         torch.testing.assert_close(reader(wave * 0.3), reader(wave), rtol=1e-4, atol=1e-4)
@@ -91,6 +92,8 @@ def test_the_reader_ignores_loudness_and_length_but_refuses_too_short_clips():
         reader(wave[..., : MIN_SAMPLES - 1])
     with pytest.raises(GenprintError, match="frontend"):
         AudioExtractor(16, frontend="mel")
+    with pytest.raises(GenprintError, match="frontend must be 'stft'"):
+        AudioExtractor(16, stages=[], frontend="wave")
 
 
 def test_every_evaluation_attack_changes_the_sound_and_keeps_it_readable():

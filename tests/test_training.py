@@ -491,3 +491,16 @@ def test_several_crop_sizes_share_a_step_budget(photos):
     assert set(seen) == {(8, 8), (16, 16), (32, 32)}
     with pytest.raises(GenprintError, match="multiple of 8"):
         load_config("tiny", {"crop": [64, 100]})
+
+
+def test_train_writes_its_bundle_beside_its_default_checkpoints_and_resumes_from_them(photos, tmp_path):
+    from genprint.bundle import load_bundle
+    from genprint.cli import main
+
+    out = tmp_path / "bundle"  # no --checkpoints: they go to OUT/checkpoints, inside the folder the bundle replaces
+    args = ["train", "--config", "tiny", "--data", str(photos), "--set", "holdout=0", "--out", str(out)]
+    assert main([*args, "--steps", "3"]) == 0
+    assert load_bundle(out).bundle_config["metrics"]["steps"] == 3
+    assert main([*args, "--steps", "6"]) == 0  # resumes at step 3 from the checkpoints the first bundle kept
+    assert load_bundle(out).bundle_config["metrics"]["steps"] == 6
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=False)["step"] == 6

@@ -4,7 +4,9 @@ With `frontend: stft` the reader sees log-magnitude spectra (frequency bins as c
 per-channel rescaling of the decoder shows as a change of spectral shape; with `wave`, the samples themselves. Then a
 stem and `stages` of strided 1-D conv blocks ([[width, stride], ...]); global pooling over time (mean and log
 standard deviation per channel) makes the readout independent of the clip's length and position, so a time crop
-leaves a readable code. Each clip is divided by its own RMS first, so amplitude scaling changes nothing.
+leaves a readable code. With `stages: []` there are no conv stages: an MLP reads the front end's mean and standard
+deviation over time per bin (the time-averaged spectrum), which learns far faster from nothing (docs/audio.md).
+Each clip is divided by its own RMS first, so amplitude scaling changes nothing.
 With `residual`, the reader also sees the clip against its re-rendering by the original codec (encoder, then the
 original decoder): the speech cancels there and the fingerprint remains, as in the image reader.
 """
@@ -41,14 +43,24 @@ class AudioExtractor(nn.Module):
         modality: str = "audio",
     ):
         super().__init__()
-        stages = stages or [[256, 1], [256, 2], [256, 2]]
+        stages = [[256, 1], [256, 2], [256, 2]] if stages is None else stages
         if any(len(s) != 2 or min(s) < 1 for s in stages):
             raise GenprintError(f"audio extractor: stages must be [width, stride] pairs, each >= 1, got {stages}")
         if frontend not in ("stft", "wave"):
             raise GenprintError(f"audio extractor: frontend must be 'stft' or 'wave', got {frontend!r}")
+        if not stages and frontend != "stft":
+            raise GenprintError(
+                "audio extractor: stages [] reads the time-averaged spectrum, so frontend must be 'stft'"
+            )
         self.config = dict(nbits=nbits, stages=stages, frontend=frontend, residual=residual, modality=modality)
         self._reference: tuple[Callable[[torch.Tensor], torch.Tensor], int] | None = None
         c_in = (self.N_FFT // 2 + 1 if frontend == "stft" else 1) * (2 if residual else 1)
+        if not stages:  # the time-averaged spectrum, read by an MLP
+            self.features = None
+            self.head = nn.Sequential(
+                nn.BatchNorm1d(2 * c_in), nn.Linear(2 * c_in, 512), nn.ReLU(), nn.Linear(512, nbits)
+            )
+            return
         layers: list[nn.Module] = [
             nn.Conv1d(c_in, stages[0][0], 3 if frontend == "stft" else 15, padding="same"),
             nn.BatchNorm1d(stages[0][0]),
@@ -76,6 +88,8 @@ class AudioExtractor(nn.Module):
                 planes.append(self._re_rendered(planes[0]))
             planes = [self._front(p) for p in planes]
             x = torch.cat([planes[0], planes[0] - planes[1]] if len(planes) == 2 else planes, 1)
+        if self.features is None:
+            return self.head(torch.cat([x.mean(-1), x.std(-1, correction=0)], 1))
         h = self.features(x)
         pooled = torch.cat([h.mean(-1), torch.log(h.float().std(-1, correction=0) + 1e-4).to(h.dtype)], 1)
         return self.head(pooled)
