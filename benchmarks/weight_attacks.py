@@ -98,7 +98,8 @@ def main() -> int:
                 elif kind == "average":
                     attacked = weights.average(state, baked[99])
                 else:
-                    bank = bank or weights.finetuning_bank(model, train_photos)  # encoded once, drawn on by every row
+                    if bank is None:  # encoded once, drawn on by every fine-tuning row
+                        bank = weights.finetuning_bank(model, train_photos)
                     attacked = weights.finetune(model, state, bank, int(strength))
                 clean, hit = renders(state), renders(attacked)
                 logits = reader.logits(hit)

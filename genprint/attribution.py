@@ -50,6 +50,13 @@ READERS = ("cnn", "inversion", "cascade")
 ESCALATE_P = 0.01
 
 
+def check_escalate_p(value: float) -> float:
+    """The cascade's band, refused unless it is a probability."""
+    if not 0.0 <= value <= 1.0:
+        raise GenprintError(f"escalate_p must be a probability between 0 and 1, got {value}")
+    return value
+
+
 def _key(image: np.ndarray) -> bytes:
     return hashlib.sha256(np.ascontiguousarray(image).tobytes() + repr(image.shape).encode()).digest()
 
@@ -74,7 +81,7 @@ class Attributor:
         escalate_p: float = ESCALATE_P,
     ):
         self.reader, self.registry, self.max_read_pixels = reader, registry, max_read_pixels
-        self.escalation, self.escalate_p = escalation, escalate_p
+        self.escalation, self.escalate_p = escalation, check_escalate_p(escalate_p)
         self.model_id, self.nbits = reader.model_id, reader.nbits
         self.read_cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self.read_cache_size, self.cache_hits = read_cache_size, 0

@@ -164,7 +164,7 @@ def noisy_parameters(module: torch.nn.Module, sigma: float, seed: int) -> Iterat
     saved = [p.detach().clone() for p in params]
     with torch.no_grad():
         for p in params:
-            p.add_(relative_noise(p, sigma, generator).to(p.device))
+            p.add_(relative_noise(p, sigma, generator))
     try:
         yield
     finally:

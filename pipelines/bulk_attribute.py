@@ -136,16 +136,14 @@ def bulk_attribute(
     """Run the job on the current Ray cluster (or a local one); returns the number of rows written by this run."""
     import ray
 
-    from genprint.attribution import ESCALATE_P, READERS
+    from genprint.attribution import ESCALATE_P, READERS, check_escalate_p
     from genprint.imageio import DEFAULT_MAX_PIXELS
     from pipelines.ray_runtime import location
     from pipelines.tracking import resolve_model
 
     if reader not in READERS:
         raise GenprintError(f"unknown reader {reader!r}; known: {', '.join(READERS)}")
-    escalate_p = ESCALATE_P if escalate_p is None else escalate_p
-    if not 0.0 <= escalate_p <= 1.0:
-        raise GenprintError(f"escalate_p must be a probability between 0 and 1, got {escalate_p}")
+    escalate_p = check_escalate_p(ESCALATE_P if escalate_p is None else escalate_p)  # before any work
     bundle = str(resolve_model(model))
     done = _done(out)
     pending = [p for p in _images(source) if p not in done]

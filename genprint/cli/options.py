@@ -59,13 +59,13 @@ def add_reader_options(parser: argparse.ArgumentParser, rotation: bool = True, c
 
 def escalation_band(text: str) -> float:
     """--escalate-p: a probability, 0 to 1."""
+    from genprint.attribution import check_escalate_p
+    from genprint.errors import GenprintError
+
     try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a probability between 0 and 1, got {text!r}")
-    return value
+        return check_escalate_p(float(text))
+    except (ValueError, GenprintError):
+        raise argparse.ArgumentTypeError(f"must be a probability between 0 and 1, got {text!r}") from None
 
 
 def reader_from_args(model, args):
