@@ -209,8 +209,22 @@ SCHEDULES = tuple(
 )  # from the annotations: none missed
 
 
+def _apply_overrides(raw: dict, overrides: dict, path: Path) -> None:
+    """Set each override in `raw`: a dotted key (`extractor.margin`) changes that one entry of the file's mapping and
+    keeps its siblings; a plain key replaces the whole setting."""
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        node = raw
+        for name in parents:
+            node = node.setdefault(name, {})
+            if not isinstance(node, dict):
+                raise GenprintError(f"{path}: cannot set {key}: {name} is {node!r}, not a mapping")
+        node[leaf] = value
+
+
 def load_config(name_or_path: str | Path, overrides: dict | None = None) -> TrainConfig:
-    """A config by name (configs/<name>.yaml shipped with genprint) or by path; unknown keys are errors."""
+    """A config by name (configs/<name>.yaml shipped with genprint) or by path, with `overrides` applied (dotted keys
+    reach into mappings); unknown keys are errors."""
     path = Path(name_or_path)
     if not path.exists():
         path = CONFIG_DIR / f"{name_or_path}.yaml"
@@ -223,7 +237,7 @@ def load_config(name_or_path: str | Path, overrides: dict | None = None) -> Trai
         raise GenprintError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(raw, dict):
         raise GenprintError(f"{path} must hold a mapping of settings")
-    raw.update(overrides or {})
+    _apply_overrides(raw, overrides or {}, path)
     allowed = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = set(raw) - allowed
     if unknown:

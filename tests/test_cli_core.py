@@ -236,7 +236,11 @@ def test_train_with_workers_hands_its_options_and_overrides_to_ray_train(monkeyp
         "auto",
         1,
     )
-    assert seen["config"].steps == 5 and seen["config"].lr.at(0) == 0.002 and seen["config"].extractor == {"margin": 8}
+    assert (
+        seen["config"].steps == 5
+        and seen["config"].lr.at(0) == 0.002
+        and seen["config"].extractor == {"width": 16, "depth": 4, "downsamples": 2, "margin": 8}
+    )
     assert main(["train", "--config", "tiny", "--out", "o", "--set", "lr"]) == 2  # not KEY=VALUE: one clear error
 
 

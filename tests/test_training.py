@@ -174,6 +174,15 @@ def test_bad_configs_are_refused(tmp_path):
         TrainAttacks({"teleport": {"p": 1}})
 
 
+def test_dotted_overrides_change_one_entry_and_plain_ones_replace_the_setting():
+    tiny = load_config("tiny").extractor
+    assert load_config("tiny", {"extractor.margin": 8}).extractor == {**tiny, "margin": 8}
+    assert load_config("tiny", {"extractor": {"margin": 8}}).extractor == {"margin": 8}
+    assert load_config("tiny", {"attacks.noise.p": 0.5}).attacks["noise"] == {"p": 0.5}
+    with pytest.raises(GenprintError, match="crop is 64, not a mapping"):
+        load_config("tiny", {"crop.size": 3})
+
+
 def test_ramps():
     r = Ramp(0.0, 10.0, 100, 200)
     assert [r.at(s) for s in (0, 100, 150, 200, 999)] == [0.0, 0.0, 5.0, 10.0, 10.0]

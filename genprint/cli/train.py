@@ -17,7 +17,8 @@ def add_parser(sub) -> None:
         default=[],
         metavar="KEY=VALUE",
         dest="overrides",
-        help="override a config setting, YAML-valued; dots reach into mappings (lr=0.002, extractor.margin=8)",
+        help="override a config setting, YAML-valued; a dotted key changes one entry of a mapping and keeps the rest "
+        "(lr=0.002, extractor.margin=8); a plain key replaces the whole setting",
     )
     p.add_argument("--steps", type=int, help="the run's last step (the same as --set steps=N)")
     p.add_argument("--data", help="folder of training photos (default: shared photos, else scikit-image's)")
@@ -52,7 +53,8 @@ def add_parser(sub) -> None:
 
 
 def parse_overrides(items: list[str], steps: int | None = None) -> dict:
-    """`KEY=VALUE` strings -> a nested dict of config overrides; values are YAML (numbers, lists, mappings)."""
+    """`KEY=VALUE` strings -> config overrides for `load_config`; values are YAML (numbers, lists, mappings), dotted
+    keys kept as they are (they reach into the config's mappings)."""
     import yaml
 
     from genprint.errors import GenprintError
@@ -63,16 +65,9 @@ def parse_overrides(items: list[str], steps: int | None = None) -> dict:
         if not sep or not key.strip():
             raise GenprintError(f"--set takes KEY=VALUE, got {item!r}")
         try:
-            value = yaml.safe_load(text)
+            overrides[key.strip()] = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise GenprintError(f"--set {key}: {text!r} is not a YAML value ({str(exc).splitlines()[0]})") from None
-        *parents, leaf = key.strip().split(".")
-        node = overrides
-        for name in parents:
-            node = node.setdefault(name, {})
-            if not isinstance(node, dict):
-                raise GenprintError(f"--set {key}: {name} was set to a value, not a mapping")
-        node[leaf] = value
     if steps is not None:
         overrides["steps"] = steps
     return overrides
