@@ -139,12 +139,15 @@ def held_out_crops(
     return latents, torch.randint(0, 2, (samples, config.nbits), generator=gen).float()
 
 
-def crop_metrics(model: GenprintModel, latents: torch.Tensor, bits: torch.Tensor) -> tuple[float, float]:
-    """(bit accuracy, PSNR against the original decoder in dB) of the model in eval mode on these crops."""
+def crop_metrics(
+    model: GenprintModel, latents: torch.Tensor, bits: torch.Tensor, quality_db=psnr
+) -> tuple[float, float]:
+    """(bit accuracy, quality against the original decoder in dB: PSNR, or `quality_db` such as SNR for sound) of the
+    model in eval mode on these crops."""
     model.eval()
     with torch.no_grad():
         images = model.decode(latents, bits)
-        return bit_accuracy(model.extract(images), bits).mean().item(), psnr(
+        return bit_accuracy(model.extract(images), bits).mean().item(), quality_db(
             images, model.decode_reference(latents)
         ).mean().item()
 

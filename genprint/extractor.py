@@ -211,7 +211,7 @@ def make_extractor(nbits: int, config: dict | None = None) -> nn.Module:
     """The reader a config describes: this module's image Extractor, or with `modality: audio` the waveform reader."""
     config = {k: v for k, v in (config or {}).items() if k != "nbits"}
     if config.get("modality") == "audio":
-        from genprint.audio.extractor import AudioExtractor
+        from genprint.audio.extractor import make_audio_extractor
 
-        return AudioExtractor(nbits, **config)
+        return make_audio_extractor(nbits, **config)
     return Extractor(nbits, **config)

@@ -68,16 +68,33 @@ class Media:
     attacks: type
     quality_db: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     structure_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    held_out: Callable[..., torch.Tensor]  # (model, config, data, samples, seed) -> latents of held-out windows
 
 
 def media(modality: str) -> Media:
     if modality == "audio":
         from genprint.audio.attacks import AudioTrainAttacks
-        from genprint.audio.data import AudioLatentBank, resolve_clips
+        from genprint.audio.data import AudioLatentBank, held_out_windows, resolve_clips
         from genprint.audio.quality import snr, stft_distance
 
-        return Media(resolve_clips, AudioLatentBank, AudioTrainAttacks, snr, lambda a, b: stft_distance(a, b).mean())
-    return Media(resolve_photos, LatentBank, TrainAttacks, psnr, lambda a, b: 1 - ssim(a, b).mean())
+        return Media(
+            resolve_clips,
+            AudioLatentBank,
+            AudioTrainAttacks,
+            snr,
+            lambda a, b: stft_distance(a, b).mean(),
+            held_out_windows,
+        )
+    return Media(
+        resolve_photos,
+        LatentBank,
+        TrainAttacks,
+        psnr,
+        lambda a, b: 1 - ssim(a, b).mean(),
+        lambda model, config, data, samples, seed: held_out_crops(
+            model, config, samples=samples, seed=seed, photos=data, crop=LearningCurve.SIZE
+        )[0],
+    )
 
 
 def build_model(config: TrainConfig) -> GenprintModel:
@@ -460,26 +477,23 @@ class TargetPool:
 
 
 class LearningCurve:
-    """Held-out bit accuracy (read through the extractor's margin, so the interior) and PSNR against steps and hours,
-    one JSON row per check, appended to `path`: the record a long run leaves for docs/results.md and its plot."""
+    """Held-out bit accuracy (read through the extractor's margin, so the interior) and PSNR (SNR for sound) against
+    steps and hours, one JSON row per check, appended to `path`: the record a long run leaves for docs/results.md and
+    its plot. Photos are read as 256 px crops, sound as the audio evaluation's windows."""
 
     SAMPLES, SIZE = 16, 256  # held-out crops at the size the evaluation reads: a few seconds per check
 
     def __init__(self, trainer: Trainer, path: Path):
         self.trainer, self.path = trainer, path
-        self.latents, self.bits = held_out_crops(
-            trainer.model,
-            trainer.config,
-            samples=self.SAMPLES,
-            seed=123,
-            bits_seed=5,
-            photos=trainer.photos,
-            crop=self.SIZE,
-        )
+        config = trainer.config
+        self.latents = trainer.media.held_out(trainer.model, config, trainer.photos, self.SAMPLES, 123)
+        self.bits = torch.randint(0, 2, (self.SAMPLES, config.nbits), generator=torch.Generator().manual_seed(5))
+        self.bits = self.bits.float()
 
     def record(self, stream: dict[str, float]) -> dict:
         t = self.trainer
-        accuracy, quality = crop_metrics(t.model, self.latents.to(t.device), self.bits.to(t.device))
+        latents, bits = self.latents.to(t.device), self.bits.to(t.device)
+        accuracy, quality = crop_metrics(t.model, latents, bits, t.media.quality_db)
         row = {
             "step": t.step,
             "hours": round(t.train_seconds / 3600, 4),

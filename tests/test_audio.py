@@ -11,7 +11,7 @@ import torch
 
 from genprint.audio import RATE
 from genprint.audio.attacks import AudioTrainAttacks, attack_suite, codec_round_trip
-from genprint.audio.extractor import MIN_SAMPLES, AudioExtractor
+from genprint.audio.extractor import MIN_SAMPLES, AudioExtractor, make_audio_extractor
 from genprint.audio.quality import perceptual, snr, stft_distance
 from genprint.audio.signals import load_audio, save_audio, synthetic_voice
 from genprint.errors import GenprintError
@@ -83,7 +83,7 @@ def test_unreadable_sound_gets_one_clear_error(tmp_path):
 
 @pytest.mark.parametrize("stages", [None, []], ids=["conv", "spectrum"])
 def test_the_reader_ignores_loudness_and_length_but_refuses_too_short_clips(stages):
-    reader = AudioExtractor(16, stages=stages).eval()
+    reader = make_audio_extractor(16, stages=stages).eval()
     wave = synthetic_voice(1.0)[None]
     with torch.no_grad():
         torch.testing.assert_close(reader(wave * 0.3), reader(wave), rtol=1e-4, atol=1e-4)
@@ -93,7 +93,7 @@ def test_the_reader_ignores_loudness_and_length_but_refuses_too_short_clips(stag
     with pytest.raises(GenprintError, match="frontend"):
         AudioExtractor(16, frontend="mel")
     with pytest.raises(GenprintError, match="frontend must be 'stft'"):
-        AudioExtractor(16, stages=[], frontend="wave")
+        make_audio_extractor(16, stages=[], frontend="wave")
 
 
 def test_every_evaluation_attack_changes_the_sound_and_keeps_it_readable():
@@ -146,28 +146,35 @@ def test_the_speech_corpus_holds_out_voices_and_sentences(tmp_path, monkeypatch)
 
 
 def test_a_few_training_steps_on_sound_save_a_bundle_that_loads(tmp_path):
+    import json
+
     from genprint.bundle import load_bundle
     from genprint.config import load_config
     from genprint.training import Trainer
 
     save_codec(build_adapter(SPEC), tmp_path / "codec.safetensors")
     clips = tmp_path / "clips"
-    for s in range(3):
+    for s in range(4):
         save_audio(synthetic_voice(1.5, seed=s), clips / f"{s}.wav")
-    config = load_config(
-        "audio-smoke",
-        {
-            "generator": {**SPEC, "source": str(tmp_path / "codec.safetensors")},
-            "nbits": 32,
-            "batch_size": 4,
-            "crop": 8192,
-            "attacks": {"noise": {"p": 0.5}, "crop": {"p": 0.5}},
-            "attack_strength": 1.0,
-        },
-    )
-    trainer = Trainer(config, photos=clips)
-    metrics = [trainer.train_step() for _ in range(3)]
-    assert all(np.isfinite(m["loss"]) for m in metrics)
+    overrides = {
+        "generator": {**SPEC, "source": str(tmp_path / "codec.safetensors")},
+        "nbits": 32,
+        "batch_size": 4,
+        "crop": 8192,
+        "holdout": 0.25,
+        "attacks": {"noise": {"p": 0.5}, "crop": {"p": 0.5}},
+        "attack_strength": 1.0,
+        "validate_every": 3,
+    }
+    trainer = Trainer(load_config("audio-smoke", overrides), photos=clips)
+    summary = trainer.run(3, checkpoint_dir=tmp_path / "ckpt", progress=False)
+    assert np.isfinite(summary["loss"])
+    # the learning curve reads the held-out clip (SNR for quality): one row at step 3
+    (row,) = [json.loads(line) for line in (tmp_path / "ckpt" / "curve.jsonl").read_text().splitlines()]
+    assert row["step"] == 3 and 0 <= row["held_out_bit_acc"] <= 1 and np.isfinite(row["held_out_psnr"])
+    no_held_out = Trainer(load_config("audio-smoke", {**overrides, "holdout": 0.0}), photos=clips)
+    with pytest.raises(GenprintError, match="held-out sound"):
+        no_held_out.run(1, checkpoint_dir=tmp_path / "ckpt2", progress=False)
     bundle = trainer.save_bundle(tmp_path / "bundle")
     loaded = load_bundle(bundle)
     latents = torch.randn(1, 16, 128)

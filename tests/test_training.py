@@ -10,7 +10,7 @@ import torch
 from genprint.attacks import TrainAttacks
 from genprint.attacks.ops import jpeg_approx
 from genprint.attacks.suite import attack_suite, from_pil, jpeg
-from genprint.config import Ramp, Schedule, TrainConfig, load_config
+from genprint.config import CONFIG_DIR, Ramp, Schedule, TrainConfig, load_config
 from genprint.errors import GenprintError
 from genprint.extractor import Extractor
 from genprint.training import Trainer
@@ -172,6 +172,15 @@ def test_bad_configs_are_refused(tmp_path):
         load_config(bad)
     with pytest.raises(GenprintError, match="unknown training attacks"):
         TrainAttacks({"teleport": {"p": 1}})
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+def test_every_shipped_config_loads_with_its_reader_and_curriculum(name):
+    from genprint.extractor import make_extractor
+
+    config = load_config(name)  # parses the curriculum and the attacks: a typo in a shipped config fails here
+    reader = make_extractor(config.nbits, config.extractor)
+    assert config.name == name and reader.config["nbits"] == config.nbits
 
 
 def test_dotted_overrides_change_one_entry_and_plain_ones_replace_the_setting():

@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from genprint.audio import AUDIO_SUFFIXES
+from genprint.audio import AUDIO_SUFFIXES, RATE
 from genprint.audio.signals import load_audio
-from genprint.data import list_files
+from genprint.data import list_files, split
 from genprint.errors import GenprintError
 
 log = logging.getLogger(__name__)
@@ -63,3 +63,16 @@ class AudioLatentBank(ClipBank):
 
     def sample(self, batch: int, crop: int) -> torch.Tensor:
         return super().sample(batch, crop // self.downscale)
+
+
+def held_out_windows(model, config, data: str | Path | None, samples: int, seed: int) -> torch.Tensor:
+    """Latents of `samples` windows of held-out speech as long as the audio evaluation reads (the corpus's held-out
+    split, or a folder's `holdout` share): the training's learning curve."""
+    from genprint.audio.evaluation import SECONDS
+
+    paths = resolve_clips(None, split="held_out") if data is None else split(resolve_clips(data), config.holdout)[1]
+    if not paths:
+        raise GenprintError(f"validate_every needs held-out sound: {data} with holdout {config.holdout} leaves none")
+    window = int(SECONDS * RATE) // model.adapter.downscale * model.adapter.downscale
+    bank = AudioLatentBank(model.encode, paths, model.adapter.downscale, window, seed=seed, device=model._device())
+    return bank.sample(samples, window)

@@ -4,8 +4,8 @@ With `frontend: stft` the reader sees log-magnitude spectra (frequency bins as c
 per-channel rescaling of the decoder shows as a change of spectral shape; with `wave`, the samples themselves. Then a
 stem and `stages` of strided 1-D conv blocks ([[width, stride], ...]); global pooling over time (mean and log
 standard deviation per channel) makes the readout independent of the clip's length and position, so a time crop
-leaves a readable code. With `stages: []` there are no conv stages: an MLP reads the front end's mean and standard
-deviation over time per bin (the time-averaged spectrum), which learns far faster from nothing (docs/audio.md).
+leaves a readable code. With `stages: []` there are no conv stages: SpectrumReader, an MLP on the front end's mean
+and standard deviation over time per bin (the time-averaged spectrum), which learns far faster from nothing.
 Each clip is divided by its own RMS first, so amplitude scaling changes nothing.
 With `residual`, the reader also sees the clip against its re-rendering by the original codec (encoder, then the
 original decoder): the speech cancels there and the fingerprint remains, as in the image reader.
@@ -31,54 +31,19 @@ def check_waves(shape) -> None:
         raise GenprintError(f"clips must have at least {MIN_SAMPLES} samples, got {shape[-1]}")
 
 
-class AudioExtractor(nn.Module):
+class _WaveReader(nn.Module):
+    """What both audio readers share: the check of the input, loudness divided out, the front end, and the residual
+    reader's reference. Subclasses read the front end's planes (B, channels, frames) with `read`."""
+
     N_FFT = 512
 
-    def __init__(
-        self,
-        nbits: int,
-        stages: list[list[int]] | None = None,
-        frontend: str = "stft",
-        residual: bool = False,
-        modality: str = "audio",
-    ):
+    def __init__(self, nbits: int, frontend: str, residual: bool, modality: str, **layout):
         super().__init__()
-        stages = [[256, 1], [256, 2], [256, 2]] if stages is None else stages
-        if any(len(s) != 2 or min(s) < 1 for s in stages):
-            raise GenprintError(f"audio extractor: stages must be [width, stride] pairs, each >= 1, got {stages}")
         if frontend not in ("stft", "wave"):
             raise GenprintError(f"audio extractor: frontend must be 'stft' or 'wave', got {frontend!r}")
-        if not stages and frontend != "stft":
-            raise GenprintError(
-                "audio extractor: stages [] reads the time-averaged spectrum, so frontend must be 'stft'"
-            )
-        self.config = dict(nbits=nbits, stages=stages, frontend=frontend, residual=residual, modality=modality)
+        self.config = dict(nbits=nbits, **layout, frontend=frontend, residual=residual, modality=modality)
         self._reference: tuple[Callable[[torch.Tensor], torch.Tensor], int] | None = None
-        c_in = (self.N_FFT // 2 + 1 if frontend == "stft" else 1) * (2 if residual else 1)
-        if not stages:  # the time-averaged spectrum, read by an MLP
-            self.features = None
-            self.head = nn.Sequential(
-                nn.BatchNorm1d(2 * c_in), nn.Linear(2 * c_in, 512), nn.ReLU(), nn.Linear(512, nbits)
-            )
-            return
-        layers: list[nn.Module] = [
-            nn.Conv1d(c_in, stages[0][0], 3 if frontend == "stft" else 15, padding="same"),
-            nn.BatchNorm1d(stages[0][0]),
-            nn.ReLU(),
-        ]
-        c = stages[0][0]
-        for width, stride in stages:
-            layers += [
-                nn.Conv1d(c, width, 2 * stride + 1, stride=stride, padding=stride),
-                nn.BatchNorm1d(width),
-                nn.ReLU(),
-                nn.Conv1d(width, width, 7, padding=3),
-                nn.BatchNorm1d(width),
-                nn.ReLU(),
-            ]
-            c = width
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(2 * c, nbits)
+        self.channels = (self.N_FFT // 2 + 1 if frontend == "stft" else 1) * (2 if residual else 1)
 
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
         check_waves(waves.shape)
@@ -88,11 +53,10 @@ class AudioExtractor(nn.Module):
                 planes.append(self._re_rendered(planes[0]))
             planes = [self._front(p) for p in planes]
             x = torch.cat([planes[0], planes[0] - planes[1]] if len(planes) == 2 else planes, 1)
-        if self.features is None:
-            return self.head(torch.cat([x.mean(-1), x.std(-1, correction=0)], 1))
-        h = self.features(x)
-        pooled = torch.cat([h.mean(-1), torch.log(h.float().std(-1, correction=0) + 1e-4).to(h.dtype)], 1)
-        return self.head(pooled)
+        return self.read(x)
+
+    def read(self, planes: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     def _front(self, waves: torch.Tensor) -> torch.Tensor:
         waves = waves / waves.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-4)
@@ -114,3 +78,68 @@ class AudioExtractor(nn.Module):
         n = waves.shape[-1] // multiple * multiple
         with torch.no_grad():
             return F.pad(render(waves[..., :n]).float(), (0, waves.shape[-1] - n))
+
+
+class AudioExtractor(_WaveReader):
+    """Strided 1-D conv stages over the front end, pooled over time (mean and log standard deviation per channel)."""
+
+    def __init__(
+        self,
+        nbits: int,
+        stages: list[list[int]] | None = None,
+        frontend: str = "stft",
+        residual: bool = False,
+        modality: str = "audio",
+    ):
+        stages = [[256, 1], [256, 2], [256, 2]] if stages is None else stages
+        if not stages or any(len(s) != 2 or min(s) < 1 for s in stages):
+            raise GenprintError(f"audio extractor: stages must be [width, stride] pairs, each >= 1, got {stages}")
+        super().__init__(nbits, frontend, residual, modality, stages=stages)
+        layers: list[nn.Module] = [
+            nn.Conv1d(self.channels, stages[0][0], 3 if frontend == "stft" else 15, padding="same"),
+            nn.BatchNorm1d(stages[0][0]),
+            nn.ReLU(),
+        ]
+        c = stages[0][0]
+        for width, stride in stages:
+            layers += [
+                nn.Conv1d(c, width, 2 * stride + 1, stride=stride, padding=stride),
+                nn.BatchNorm1d(width),
+                nn.ReLU(),
+                nn.Conv1d(width, width, 7, padding=3),
+                nn.BatchNorm1d(width),
+                nn.ReLU(),
+            ]
+            c = width
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(2 * c, nbits)
+
+    def read(self, planes: torch.Tensor) -> torch.Tensor:
+        h = self.features(planes)
+        pooled = torch.cat([h.mean(-1), torch.log(h.float().std(-1, correction=0) + 1e-4).to(h.dtype)], 1)
+        return self.head(pooled)
+
+
+class SpectrumReader(_WaveReader):
+    """An MLP on each STFT bin's mean and standard deviation over time (the time-averaged spectrum): learns far
+    faster from nothing than the conv stages (docs/audio.md). Config `stages: []` selects it."""
+
+    def __init__(self, nbits: int, frontend: str = "stft", residual: bool = False, modality: str = "audio"):
+        if frontend != "stft":
+            raise GenprintError(
+                "audio extractor: stages [] reads the time-averaged spectrum, so frontend must be 'stft'"
+            )
+        super().__init__(nbits, frontend, residual, modality, stages=[])
+        self.head = nn.Sequential(
+            nn.BatchNorm1d(2 * self.channels), nn.Linear(2 * self.channels, 512), nn.ReLU(), nn.Linear(512, nbits)
+        )
+
+    def read(self, planes: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([planes.mean(-1), planes.std(-1, correction=0)], 1))
+
+
+def make_audio_extractor(nbits: int, stages: list[list[int]] | None = None, **config) -> nn.Module:
+    """The audio reader a config describes: conv `stages`, or with `stages: []` the time-averaged spectrum's MLP."""
+    if stages == []:
+        return SpectrumReader(nbits, **config)
+    return AudioExtractor(nbits, stages, **config)
