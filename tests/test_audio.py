@@ -222,7 +222,11 @@ def test_render_extract_and_eval_take_sound_files_with_an_audio_bundle(tmp_path,
 
     out = tmp_path / "eval"
     eval_args = ["--model", str(bundle), "--data", str(tmp_path / "in"), "--users", "100", "--photos", "2"]
-    assert main(["eval", *eval_args, "--attacks", "noise_20db,mp3_64k", "--out", str(out)]) == 0
+    assert main(["eval", *eval_args, "--attacks", "noise_20db,mp3_64k", "--seconds", "1", "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
     assert set(report["results"]) == {"clean", "noise_20db", "mp3_64k"} and report["test_clips"] == 2
     assert report["quality"]["snr_db"] < 60 and (out / "accuracy_per_attack.png").stat().st_size > 0
+    assert report["settings"]["seconds"] == 1
+    capsys.readouterr()
+    assert main(["eval", *eval_args, "--seconds", "0.1", "--out", str(tmp_path / "e2")]) == 2
+    assert "--seconds must be at least 0.256" in capsys.readouterr().err and not (tmp_path / "e2").exists()

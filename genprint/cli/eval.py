@@ -14,6 +14,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--fpr", type=float, default=d.fpr, help="false-positive rate per query for the decision")
     p.add_argument("--size", type=int, default=d.size, help="centre-crop size of the evaluation images")
+    p.add_argument("--seconds", type=float, help="audio bundles: seconds read of each held-out clip (default 2)")
     p.add_argument("--samples-per-photo", type=int, default=d.samples_per_photo)
     p.add_argument(
         "--photos", type=int, help="only the first N held-out photos (default: all; for the slow inversion reader)"
@@ -61,6 +62,7 @@ def run(args) -> int:
             fpr=args.fpr,
             clips=args.photos,
             attacks=chosen_attacks(args.attacks),
+            **({} if args.seconds is None else {"seconds": args.seconds}),
         )
         print_summary(report)
         return 0
