@@ -13,6 +13,7 @@ original decoder): the speech cancels there and the fingerprint remains, as in t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -121,8 +122,8 @@ class AudioExtractor(_WaveReader):
 
 
 class SpectrumReader(_WaveReader):
-    """An MLP on each STFT bin's mean and standard deviation over time (the time-averaged spectrum): learns far
-    faster from nothing than the conv stages (docs/audio.md). Config `stages: []` selects it."""
+    """An MLP on each STFT bin's mean and standard deviation over the frames that sound (the time-averaged spectrum):
+    learns far faster from nothing than the conv stages (docs/audio.md). Config `stages: []` selects it."""
 
     def __init__(self, nbits: int, frontend: str = "stft", residual: bool = False, modality: str = "audio"):
         if frontend != "stft":
@@ -134,8 +135,21 @@ class SpectrumReader(_WaveReader):
             nn.BatchNorm1d(2 * self.channels), nn.Linear(2 * self.channels, 512), nn.ReLU(), nn.Linear(512, nbits)
         )
 
+    SILENCE = math.log(1e4)  # frames 40 dB (in log power) below the clip's loudest are silence: not read
+
     def read(self, planes: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.cat([planes.mean(-1), planes.std(-1, correction=0)], 1))
+        """Statistics over the frames that sound, the clip's mean log level taken out: pauses, silence around the
+        clip and its loudness change nothing."""
+        bins = self.N_FFT // 2 + 1
+        spectrum = planes[:, :bins]
+        level = torch.logsumexp(2 * spectrum.detach(), 1)  # (B, frames): each frame's log power
+        weight = (level >= level.amax(-1, keepdim=True) - self.SILENCE).to(planes.dtype)
+        weight = (weight / weight.sum(-1, keepdim=True))[:, None]  # (B, 1, frames), summing to 1 over sounding frames
+        offset = (spectrum * weight).sum(-1).mean(1)[:, None, None]
+        x = torch.cat([spectrum - offset, planes[:, bins:]], 1)
+        mean = (x * weight).sum(-1)
+        std = ((x - mean[..., None]).pow(2) * weight).sum(-1).clamp_min(1e-8).sqrt()
+        return self.head(torch.cat([mean, std], 1))
 
 
 def make_audio_extractor(nbits: int, stages: list[list[int]] | None = None, **config) -> nn.Module:
