@@ -4,7 +4,8 @@
     python benchmarks/weight_attacks.py [--model BUNDLE] [--users 10000] [--photos 8]
 
 For each attack and strength (Gaussian noise at a fraction of each tensor's std, magnitude pruning, int8 round trip,
-fine-tuning towards the original decoder, averaging two users' decoders) on users' baked decoders: the PSNR of the
+fine-tuning towards the original decoder, purification (fine-tuning towards the photos themselves, no original decoder
+needed), averaging two users' decoders) on users' baked decoders: the PSNR of the
 attacked decoder's output against the fingerprinted decoder's, on held-out photos (256 px); black-box, the CNN's bit
 accuracy and soft attribution among --users simulated users on those renders; white-box, the bit accuracy of the code
 recovered from the weights (genprint.weights) and whether it attributes. Writes benchmarks/results/weight_attacks.json
@@ -28,6 +29,7 @@ STRENGTHS = {
     "prune": [0.1, 0.3, 0.5, 0.7],
     "int8": [0],
     "finetune": [50, 200, 500],
+    "purify": [50, 200, 500],
     "average": [0],
 }
 
@@ -41,12 +43,12 @@ def main() -> int:
     parser.add_argument(
         "--finetune-steps",
         default=",".join(map(str, STRENGTHS["finetune"])),
-        help="fine-tuning attack lengths, comma separated (about a second a step on 2 CPU cores)",
+        help="fine-tuning and purification attack lengths, comma separated (about a second a step on 2 CPU cores)",
     )
     parser.add_argument("--attacks", default=",".join(STRENGTHS), help="which attacks, comma separated")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "weight_attacks.json"))
     args = parser.parse_args()
-    STRENGTHS["finetune"] = [int(s) for s in args.finetune_steps.split(",") if s]
+    STRENGTHS["finetune"] = STRENGTHS["purify"] = [int(s) for s in args.finetune_steps.split(",") if s]
     unknown = set(args.attacks.split(",")) - set(STRENGTHS)
     if unknown:
         parser.error(f"--attacks: no attack {', '.join(sorted(unknown))} (choose from {', '.join(STRENGTHS)})")
@@ -84,7 +86,7 @@ def main() -> int:
             return model.adapter.decode(latents, decoder=decoder)
 
     baked = {u: {k: v.detach() for k, v in model.bake(registry.bits[u]).state_dict().items()} for u in leakers + [99]}
-    rows, bank = [], None
+    rows, banks = [], {}
     for kind, strengths in STRENGTHS.items():
         for strength in strengths:
             for u in leakers:
@@ -97,10 +99,11 @@ def main() -> int:
                     attacked = weights.int8(state)
                 elif kind == "average":
                     attacked = weights.average(state, baked[99])
-                else:
-                    if bank is None:  # encoded once, drawn on by every fine-tuning row
-                        bank = weights.finetuning_bank(model, train_photos)
-                    attacked = weights.finetune(model, state, bank, int(strength))
+                else:  # finetune (towards the original decoder) or purify (towards the photos)
+                    if kind not in banks:  # prepared once, drawn on by every row of its attack
+                        target = "photos" if kind == "purify" else "original"
+                        banks[kind] = weights.finetuning_bank(model, train_photos, target=target)
+                    attacked = weights.finetune(model, state, banks[kind], int(strength))
                 clean, hit = renders(state), renders(attacked)
                 logits = reader.logits(hit)
                 best, _, attributed = registry.soft(logits)

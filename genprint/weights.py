@@ -199,24 +199,60 @@ def average(state: dict, other: dict) -> dict:
     return {k: (v + other[k]) / 2 for k, v in state.items()}
 
 
-def finetuning_bank(model: GenprintModel, photos, crop: int = 128, seed: int = 0):
-    """The fine-tuning attack's data: latent windows of `photos` (encoded once; one bank serves many attacks)."""
+class PhotoWindows:
+    """Random `crop`-px windows of photos, with flips: what the purification attack fits the decoder to."""
+
+    def __init__(self, photos, crop: int, seed: int = 0):
+        from genprint.data import load_rgb
+
+        self.images = [im for im in map(load_rgb, photos) if min(im.shape[-2:]) >= crop]
+        if not self.images:
+            raise GenprintError(f"no photo is at least {crop} px on each side")
+        self.crop, self.gen = crop, torch.Generator().manual_seed(seed)
+
+    def sample(self, batch: int) -> torch.Tensor:
+        out = []
+        for _ in range(batch):
+            im = self.images[int(torch.randint(len(self.images), (1,), generator=self.gen))]
+            i = int(torch.randint(im.shape[1] - self.crop + 1, (1,), generator=self.gen))
+            j = int(torch.randint(im.shape[2] - self.crop + 1, (1,), generator=self.gen))
+            im = im[:, i : i + self.crop, j : j + self.crop]
+            out.append(im.flip(-1) if torch.rand((), generator=self.gen) < 0.5 else im)
+        return torch.stack(out)
+
+
+FINETUNE_TARGETS = ("original", "photos")
+
+
+def finetuning_bank(model: GenprintModel, photos, crop: int = 128, seed: int = 0, target: str = "original"):
+    """The fine-tuning attack's data (prepared once; one bank serves many attacks). target 'original': latent windows
+    of `photos`, fitted to the original decoder's renders (the attacker holds the original decoder: Stable
+    Signature's removal attack); 'photos': photo windows, fitted to the photos themselves through the public encoder
+    (purification, as Hu et al. 2024 attack Stable Signature: no original decoder needed)."""
     from genprint.data import LatentBank
 
+    if target == "photos":
+        return PhotoWindows(photos, crop, seed)
+    if target != "original":
+        raise GenprintError(f"fine-tuning target must be one of {FINETUNE_TARGETS}, got {target!r}")
     return LatentBank(model.encode, photos, model.adapter.downscale, crop, seed=seed)
 
 
 def finetune(model: GenprintModel, state: dict, bank, steps: int, lr: float = 1e-4) -> dict:
-    """What removes a key baked into weights (Stable Signature's attack): fine-tune the leaked decoder for `steps`
-    steps so that its images match the original decoder's (TAEF2's public weights) on the bank's photos."""
+    """What removes a key baked into weights: fine-tune the leaked decoder for `steps` steps of 8 windows towards
+    what `bank` holds (finetuning_bank: the original decoder's renders, or the photos)."""
     decoder = model.adapter.copy_decoder()
     decoder.load_state_dict(state)
     decoder.train().requires_grad_(True)
     optimizer = torch.optim.Adam(decoder.parameters(), lr=lr)
     for _ in range(steps):
-        latents = bank.sample(8)
         with torch.no_grad():
-            target = model.decode_reference(latents)
+            if isinstance(bank, PhotoWindows):
+                target = bank.sample(8)
+                latents = model.encode(target)
+            else:
+                latents = bank.sample(8)
+                target = model.decode_reference(latents)
         loss = (model.adapter.decode(latents, decoder=decoder) - target).pow(2).mean()
         optimizer.zero_grad()
         loss.backward()

@@ -30,6 +30,32 @@ def test_the_code_comes_back_from_the_weights_under_noise(tmp_path, family, conf
     assert untouched_share(model, noisy) < untouched_share(model, state)
 
 
+def test_purification_fits_the_leaked_decoder_to_photos_and_finetuning_to_the_original(tmp_path):
+    from genprint.data import resolve_photos
+    from genprint.weights import PhotoWindows, finetune, finetuning_bank
+
+    model = taef2_model()
+    state = noise(model.bake(np.ones(48, np.uint8)).state_dict(), 0.3)  # a leaked decoder some way off the original
+    photos = resolve_photos(None)[:4]
+    windows = PhotoWindows(photos, 64, seed=1)
+    test = windows.sample(4)
+
+    def error(weights, target):
+        decoder = model.adapter.copy_decoder()
+        decoder.load_state_dict(weights)
+        with torch.no_grad():
+            z = model.encode(test)
+            return (model.adapter.decode(z, decoder=decoder) - target(z)).pow(2).mean().item()
+
+    to_photos = lambda z: test  # noqa: E731
+    purified = finetune(model, state, finetuning_bank(model, photos, crop=64, target="photos"), steps=5, lr=1e-4)
+    assert error(purified, to_photos) < 0.9 * error(state, to_photos)
+    tuned = finetune(model, state, finetuning_bank(model, photos, crop=64), steps=5, lr=1e-5)  # near its target
+    assert error(tuned, model.decode_reference) < 0.9 * error(state, model.decode_reference)
+    with pytest.raises(GenprintError, match="fine-tuning target must be one of"):
+        finetuning_bank(model, photos, target="teacher")
+
+
 def test_weights_of_another_architecture_are_refused(tmp_path):
     model = taef2_model()
     other = diffusers_model("diffusers-tiny", TINY_TINY)
@@ -77,7 +103,9 @@ def test_verify_weights_names_the_user_and_two_colluders(tmp_path, capsys, monke
     assert {report["user"]["user"], report["colluder"]["user"]} == {"ann", "cy"}
 
 
-@pytest.mark.parametrize("kind,strength", [("noise", 0.01), ("int8", 0), ("prune", 0.2), ("finetune", 2)])
+@pytest.mark.parametrize(
+    "kind,strength", [("noise", 0.01), ("int8", 0), ("prune", 0.2), ("finetune", 2), ("purify", 2)]
+)
 def test_attack_weights_writes_the_export_format_and_verify_still_reads_it(
     tmp_path, capsys, monkeypatch, kind, strength
 ):

@@ -8,13 +8,14 @@ from genprint.cli.options import add_model_option
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "attack-weights",
-        help="attack an exported decoder's weights (noise, pruning, int8, averaging, fine-tuning)",
+        help="attack an exported decoder's weights (noise, pruning, int8, averaging, fine-tuning, purification)",
         description="Writes the attacked decoder in the format `genprint export` wrote it, for `verify-weights` and "
         "for rendering. --strength is sigma as a fraction of each tensor's std (noise), the pruned fraction (prune) "
-        "or the fine-tuning steps (finetune); average takes --other, a second user's export.",
+        "or the fine-tuning steps (finetune: towards the original decoder's renders; purify: towards the photos "
+        "themselves, needing no original decoder); average takes --other, a second user's export.",
     )
     p.add_argument("leaked", metavar="EXPORTED", help="what `genprint export` wrote (a file or folder)")
-    p.add_argument("--kind", required=True, choices=["noise", "prune", "int8", "average", "finetune"])
+    p.add_argument("--kind", required=True, choices=["noise", "prune", "int8", "average", "finetune", "purify"])
     p.add_argument("--strength", type=float, default=0.0)
     p.add_argument("--other", help="average: a second user's export")
     p.add_argument("--out", required=True, help="output folder")
@@ -46,7 +47,8 @@ def run(args) -> int:
         attacked = weights.average(state, weights.read_decoder(model, args.other))
     else:
         photos, _ = split(resolve_photos(None), model.bundle_config.get("train", {}).get("holdout", 0.2))
-        bank = weights.finetuning_bank(model, photos, seed=args.seed)
+        target = "photos" if args.kind == "purify" else "original"
+        bank = weights.finetuning_bank(model, photos, seed=args.seed, target=target)
         attacked = weights.finetune(model, state, bank, int(args.strength))
     decoder = model.adapter.copy_decoder()
     decoder.load_state_dict(attacked)
