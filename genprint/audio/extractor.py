@@ -125,6 +125,8 @@ class SpectrumReader(_WaveReader):
     """An MLP on each STFT bin's mean and standard deviation over the frames that sound (the time-averaged spectrum):
     learns far faster from nothing than the conv stages (docs/audio.md). Config `stages: []` selects it."""
 
+    SILENCE = math.log(1e4)  # frames 40 dB (in log power) below the clip's loudest are silence: not read
+
     def __init__(self, nbits: int, frontend: str = "stft", residual: bool = False, modality: str = "audio"):
         if frontend != "stft":
             raise GenprintError(
@@ -134,8 +136,6 @@ class SpectrumReader(_WaveReader):
         self.head = nn.Sequential(
             nn.BatchNorm1d(2 * self.channels), nn.Linear(2 * self.channels, 512), nn.ReLU(), nn.Linear(512, nbits)
         )
-
-    SILENCE = math.log(1e4)  # frames 40 dB (in log power) below the clip's loudest are silence: not read
 
     def read(self, planes: torch.Tensor) -> torch.Tensor:
         """Statistics over the frames that sound, the clip's mean log level taken out: pauses, silence around the
