@@ -130,6 +130,9 @@ class TrainConfig:
     # Each step's decoder weights carry Gaussian noise at U(0, this x the attack strength) of each tensor's std
     # (genprint.weights): the leaked-weights attack, trained against; 0 never
     weight_noise: Schedule = field(default_factory=lambda: Schedule.constant(0.0))
+    # Each sample's code is read at a strength t ~ U(1 - code_shrink, 1): scales 1 + t (s - 1), the baked weights moved
+    # a share 1 - t back towards the decoder's own (genprint.weights' interpolation); 0 never
+    code_shrink: float = 0.0
     # Accuracy-keyed stages (genprint.curriculum); replaces quality_weight and attack_strength
     curriculum: dict | None = None
     checkpoint_every: int = 200
@@ -163,6 +166,8 @@ class TrainConfig:
                 raise GenprintError(f"the curriculum sets {' and '.join(fixed)}; drop them from the config")
         if min(min(r.start, r.end) for r in self.weight_noise.ramps) < 0:
             raise GenprintError(f"weight_noise must be at least 0, got {self.weight_noise.to_config()}")
+        if not 0 <= self.code_shrink <= 1:
+            raise GenprintError(f"code_shrink must be in [0, 1], got {self.code_shrink}")
         if not 0 <= self.holdout < 1:
             raise GenprintError(f"holdout must be in [0, 1), got {self.holdout}")
         margin = self.extractor.get("margin", 0)

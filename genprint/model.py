@@ -91,12 +91,20 @@ class GenprintModel(nn.Module):
     def _device(self):
         return next(self.mapping.parameters()).device
 
-    def decode(self, latents: torch.Tensor, bits=None, scales: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def decode(
+        self,
+        latents: torch.Tensor,
+        bits=None,
+        scales: list[torch.Tensor] | None = None,
+        strength: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Latents -> images in [0, 1]; per-sample fingerprints (form a), or the fine-tuned decoder unmodulated when
-        both are None."""
+        both are None. `strength` (B,) reads each sample's code at that fraction: scales 1 + t (s - 1)."""
         self.adapter.check_latents(latents)
         if scales is None and bits is not None:
             scales = self.scales(bits)
+        if scales is not None and strength is not None:
+            scales = [1 + strength[:, None].to(s) * (s - 1) for s in scales]
         if scales is None:
             return self.adapter.decode(latents)
         with self.modulator.active(scales):
@@ -124,8 +132,8 @@ class GenprintModel(nn.Module):
             scales = [s[0] for s in self.scales(bits_tensor(bits)[:1])]
         return bake(self.decoder, self.modulated, scales)
 
-    def forward(self, latents: torch.Tensor, bits: torch.Tensor, attack=None):
-        images = self.decode(latents, bits).float()
+    def forward(self, latents: torch.Tensor, bits: torch.Tensor, attack=None, strength: torch.Tensor | None = None):
+        images = self.decode(latents, bits, strength=strength).float()
         with torch.autocast(images.device.type, enabled=False):  # attacks (JPEG's DCT, resampling) in full precision
             attacked = attack(images) if attack is not None else images
         return images, self.extractor(attacked)

@@ -146,7 +146,7 @@ class Trainer:
         )
         self.bits_gen = torch.Generator().manual_seed(seed + 7)
         self.size_gen = torch.Generator().manual_seed(seed + 13)  # each step's crop size and reading windows
-        self.noise_gen = torch.Generator().manual_seed(seed + 17)  # the weight noise trained against
+        self.noise_gen = torch.Generator().manual_seed(seed + 17)  # weight noise and code strengths trained against
         self.attacks = self.media.attacks(config.attacks, seed=seed)
         tuned = decoder_parameters(self.model.decoder, config.decoder_frozen) if config.train_decoder else []
         self.model.decoder.requires_grad_(False)
@@ -251,16 +251,20 @@ class Trainer:
             with noisy_parameters(self.model.reference, *noise):
                 target = self._reference(latents)
         bits = torch.randint(0, 2, (n, cfg.nbits), generator=self.bits_gen).float().to(self.device)
+        code_strength = None
+        if cfg.code_shrink:  # each code read at t ~ U(1 - code_shrink, 1) of its strength
+            code_strength = 1 - cfg.code_shrink * torch.rand(n, generator=self.noise_gen).to(self.device)
         if cfg.complementary_pairs:  # content is shared within a pair, so it cancels out of the bit gradients
             latents, target = torch.cat([latents, latents]), torch.cat([target, target])
             bits = torch.cat([bits, 1 - bits])
+            code_strength = None if code_strength is None else torch.cat([code_strength, code_strength])
         attack = partial(self.attacks, strength=strength)
         if cfg.read_jitter:
             attack = partial(self._read_window, crop=crop, then=attack)
         # forward and backward through the noisy weights, the update on the clean ones
         with noisy_parameters(self.model.decoder, *noise) if noise is not None else contextlib.nullcontext():
             with self.autocast():
-                images, logits = self.joint(latents, bits, attack=attack)
+                images, logits = self.joint(latents, bits, attack=attack, strength=code_strength)
             images, logits = images.float(), logits.float()
             bce = F.binary_cross_entropy_with_logits(logits, bits)
             mse = F.mse_loss(images, target)

@@ -84,6 +84,22 @@ def test_per_sample_and_baked_forms_agree(make):
         assert (model.decode(latents) - batched).abs().max() > 1e-3
 
 
+def test_a_code_at_strength_t_is_the_baked_weights_moved_back_towards_the_decoder_s_own():
+    """decode(..., strength=t) (code_shrink's training view) is exactly the interpolation base + t (baked - base)."""
+    model = taef2_model()
+    bits = random_fingerprints(1, 48, rng=np.random.default_rng(2))
+    latents = torch.randn(1, 32, 4, 4, generator=torch.Generator().manual_seed(0))
+    base, baked = model.decoder.state_dict(), model.bake(bits[0]).state_dict()
+    between = model.adapter.copy_decoder()
+    between.load_state_dict({k: base[k] + 0.3 * (baked[k] - base[k]) for k in base})
+    with torch.no_grad():
+        shrunk = model.decode(latents, bits, strength=torch.tensor([0.3]))
+        assert (shrunk - model.adapter.decode(latents, decoder=between)).abs().max() < 1e-5
+        assert torch.equal(model.decode(latents, bits, strength=torch.ones(1)), model.decode(latents, bits))
+        assert (model.decode(latents, bits, strength=torch.zeros(1)) - model.decode(latents)).abs().max() < 1e-6
+        assert (shrunk - model.decode(latents, bits)).abs().max() > 1e-4
+
+
 def test_in_place_scaling_gives_the_autograd_path_s_images():
     """Without grad, an input that only its conv reads (after a ReLU inside a block) is scaled in place; a block's
     first conv shares its input with the skip and is not. Every batch and user decodes exactly as with grad."""

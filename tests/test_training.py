@@ -31,9 +31,11 @@ def params(trainer):
     return torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
 
 
-@pytest.mark.parametrize("weight_noise", [0.0, 0.2])
-def test_resume_reproduces_an_uninterrupted_run(photos, tmp_path, weight_noise):
-    cfg = load_config("tiny", {"holdout": 0.0, "weight_noise": weight_noise})
+@pytest.mark.parametrize(
+    "hardening", [{}, {"weight_noise": 0.2}, {"code_shrink": 0.5}], ids=["plain", "weight_noise", "code_shrink"]
+)
+def test_resume_reproduces_an_uninterrupted_run(photos, tmp_path, hardening):
+    cfg = load_config("tiny", {"holdout": 0.0, **hardening})
     straight = Trainer(cfg, photos=photos)
     straight.run(steps=6, progress=False)
 
@@ -71,6 +73,18 @@ def test_weight_noise_trains_through_noisy_weights_and_updates_clean_ones(photos
     assert all(torch.equal(before[k], v) for k, v in noisy.model.decoder.state_dict().items())  # frozen, restored
     with pytest.raises(GenprintError, match="weight_noise"):
         load_config("tiny", {"weight_noise": -0.1})
+
+
+def test_code_shrink_reads_weaker_codes_and_only_draws_when_on(photos):
+    plain = Trainer(load_config("tiny", {"holdout": 0.0}), photos=photos)
+    shrunk = Trainer(load_config("tiny", {"holdout": 0.0, "code_shrink": 0.5}), photos=photos)
+    noise_state = plain.noise_gen.get_state()
+    # the same latents, codes and initial weights; the first step's scales are all 1, so the second shows it
+    seen = [[t.train_step() for _ in range(2)][-1] for t in (plain, shrunk)]
+    assert torch.equal(plain.noise_gen.get_state(), noise_state)  # off: no draw, runs as before
+    assert seen[0]["loss"] != seen[1]["loss"] and not torch.equal(params(plain), params(shrunk))
+    with pytest.raises(GenprintError, match="code_shrink"):
+        load_config("tiny", {"code_shrink": 1.5})
 
 
 def test_learning_rates_follow_their_schedules(photos):
