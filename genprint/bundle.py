@@ -196,7 +196,10 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Genprin
         adapter = build_adapter(config["generator"])
         reference = build_adapter(config["generator"]).decoder
         mapping = MappingNetwork(**config["mapping"])
-        extractor = make_extractor(config["extractor"]["nbits"], config["extractor"])
+        extractor_config = dict(config["extractor"])
+        if extractor_config.get("modality") == "audio" and extractor_config.get("stages") == []:
+            extractor_config.setdefault("pool", "every")  # saved before `pool` existed: read as trained
+        extractor = make_extractor(extractor_config["nbits"], extractor_config)
     except (TypeError, ValueError, KeyError) as exc:
         raise GenprintError(f"{path / 'config.json'} describes no model this genprint builds: {exc}") from None
     _load_into(adapter.decoder, path / "decoder.safetensors", files["decoder"])

@@ -491,7 +491,8 @@ class LearningCurve:
         self.trainer, self.path = trainer, path
         config = trainer.config
         self.latents = trainer.media.held_out(trainer.model, config, trainer.photos, self.SAMPLES, 123)
-        self.bits = torch.randint(0, 2, (self.SAMPLES, config.nbits), generator=torch.Generator().manual_seed(5))
+        shape = (len(self.latents), config.nbits)  # fewer when there are fewer held-out clips
+        self.bits = torch.randint(0, 2, shape, generator=torch.Generator().manual_seed(5))
         self.bits = self.bits.float()
 
     def record(self, stream: dict[str, float]) -> dict:

@@ -106,6 +106,30 @@ def test_the_spectrum_reader_reads_the_frames_that_sound_not_the_silence_around_
     assert (padded - alone).abs().max() < 0.1 * alone.abs().mean()
 
 
+def test_spectrum_bundles_saved_before_pool_existed_are_read_over_every_frame_as_trained(tmp_path):
+    import json
+
+    from genprint.bundle import load_bundle, save_bundle
+
+    torch.manual_seed(0)
+    model = GenprintModel.create(build_adapter(SPEC), 16, extractor={"modality": "audio", "stages": []}).eval()
+    bundle = save_bundle(model, tmp_path / "bundle")
+    assert load_bundle(bundle).extractor.config["pool"] == "sounding"
+    config = json.loads((bundle / "config.json").read_text())
+    del config["extractor"]["pool"]  # as written before the option
+    (bundle / "config.json").write_text(json.dumps(config))
+    legacy = load_bundle(bundle).extractor
+    wave = torch.nn.functional.pad(synthetic_voice(1.0)[None], (0, RATE))
+    with torch.no_grad():
+        planes = legacy._front(wave)
+        every = legacy.head(torch.cat([planes.mean(-1), planes.std(-1, correction=0)], 1))
+        assert legacy.config["pool"] == "every"
+        torch.testing.assert_close(legacy(wave), every)
+        assert not torch.allclose(model.extractor(wave), every)
+    with pytest.raises(GenprintError, match="pool must be one of"):
+        make_audio_extractor(16, stages=[], pool="loud")
+
+
 def test_every_evaluation_attack_changes_the_sound_and_keeps_it_readable():
     if shutil.which("ffmpeg") is None:
         pytest.fail("ffmpeg is missing: scripts/dev.sh installs it from Debian")
@@ -179,7 +203,7 @@ def test_a_few_training_steps_on_sound_save_a_bundle_that_loads(tmp_path):
     trainer = Trainer(load_config("audio-smoke", overrides), photos=clips)
     summary = trainer.run(3, checkpoint_dir=tmp_path / "ckpt", progress=False)
     assert np.isfinite(summary["loss"])
-    # the learning curve reads the held-out clip (SNR for quality): one row at step 3
+    # the learning curve reads the held-out clips (SNR for quality): one row at step 3
     (row,) = [json.loads(line) for line in (tmp_path / "ckpt" / "curve.jsonl").read_text().splitlines()]
     assert row["step"] == 3 and 0 <= row["held_out_bit_acc"] <= 1 and np.isfinite(row["held_out_psnr"])
     no_held_out = Trainer(load_config("audio-smoke", {**overrides, "holdout": 0.0}), photos=clips)

@@ -7,3 +7,4 @@ the waveform reader, the attacks and the quality measures.
 
 RATE = 16000  # samples per second of every waveform genprint handles; files at other rates are resampled on read
 AUDIO_SUFFIXES = (".wav", ".flac")
+HELD_OUT_SECONDS = 2.0  # what the evaluation and the learning curve read of each held-out clip, by default

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from genprint.audio import AUDIO_SUFFIXES, RATE
+from genprint.audio import AUDIO_SUFFIXES, HELD_OUT_SECONDS, RATE
 from genprint.audio.signals import load_audio
 from genprint.data import list_files, split
 from genprint.errors import GenprintError
@@ -65,14 +65,27 @@ class AudioLatentBank(ClipBank):
         return super().sample(batch, crop // self.downscale)
 
 
-def held_out_windows(model, config, data: str | Path | None, samples: int, seed: int) -> torch.Tensor:
-    """Latents of `samples` windows of held-out speech as long as the audio evaluation reads (the corpus's held-out
-    split, or a folder's `holdout` share): the training's learning curve."""
-    from genprint.audio.evaluation import SECONDS
-
-    paths = resolve_clips(None, split="held_out") if data is None else split(resolve_clips(data), config.holdout)[1]
+def held_out_sources(
+    data: str | Path | None, seconds: float, multiple: int, count: int, holdout: float = 0.0
+) -> torch.Tensor:
+    """(count, 1, samples): the first `seconds` of the first `count` held-out clips, padded with silence when shorter
+    and cut to a multiple of `multiple` samples. Held out: the corpus's held-out split, or a folder's `holdout`
+    share (all of it with holdout 0, for an evaluation on another folder)."""
+    if data is None:
+        paths = resolve_clips(None, split="held_out")
+    else:
+        paths = resolve_clips(data) if holdout == 0 else split(resolve_clips(data), holdout)[1]
     if not paths:
-        raise GenprintError(f"validate_every needs held-out sound: {data} with holdout {config.holdout} leaves none")
-    window = int(SECONDS * RATE) // model.adapter.downscale * model.adapter.downscale
-    bank = AudioLatentBank(model.encode, paths, model.adapter.downscale, window, seed=seed, device=model._device())
-    return bank.sample(samples, window)
+        raise GenprintError(f"{data} with holdout {holdout} leaves no held-out sound: set holdout above 0")
+    n = int(seconds * RATE) // multiple * multiple
+    return torch.stack([F.pad(w, (0, max(0, n - w.shape[-1])))[..., :n] for w in map(load_audio, paths[:count])])
+
+
+def held_out_windows(model, config, data: str | Path | None, samples: int, seed: int) -> torch.Tensor:
+    """The learning curve's latents: the first HELD_OUT_SECONDS of the first `samples` held-out clips, as the
+    evaluation reads them (`seed` unused: the clips are fixed)."""
+    if data is not None and not config.holdout:
+        raise GenprintError(f"validate_every reads held-out sound: with --data {data}, set holdout above 0")
+    sources = held_out_sources(data, HELD_OUT_SECONDS, model.adapter.downscale, samples, config.holdout)
+    with torch.no_grad():
+        return model.encode(sources.to(model._device()))

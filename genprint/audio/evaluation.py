@@ -9,20 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from genprint.audio import RATE
+from genprint.audio import HELD_OUT_SECONDS, RATE
 from genprint.audio.attacks import attack_suite
-from genprint.audio.data import resolve_clips
+from genprint.audio.data import held_out_sources
 from genprint.audio.extractor import MIN_SAMPLES
 from genprint.audio.quality import mean_finite, perceptual, snr
-from genprint.audio.signals import load_audio
 from genprint.errors import GenprintError
 from genprint.evaluation import SimulatedRegistry, plot_attacks
 from genprint.fingerprint import random_fingerprints
 from genprint.readers.torch_extractor import TorchExtractorReader
 
-SECONDS = 2.0  # by default each held-out clip's first two seconds (padded with silence when shorter)
 PERCEPTUAL_CLIPS = 16  # PESQ and STOI cost about a second a clip: measured on the first 16
 
 
@@ -35,7 +32,7 @@ def evaluate_audio(
     clips: int | None = 64,
     attacks: tuple[str, ...] | None = None,
     seed: int = 0,
-    seconds: float = SECONDS,
+    seconds: float = HELD_OUT_SECONDS,
 ) -> dict:
     """The report of `genprint eval` for an audio bundle: the first `seconds` of each held-out clip (padded with
     silence when shorter) rendered for a random registered user, read clean and under each attack."""
@@ -46,9 +43,7 @@ def evaluate_audio(
         if unknown := set(attacks) - set(suite):
             raise GenprintError(f"unknown audio attacks {sorted(unknown)}; known: {sorted(suite)}")
         suite = {k: v for k, v in suite.items() if k in attacks}
-    paths = resolve_clips(data, split="held_out")[: clips or 64]
-    n = int(seconds * RATE) // model.adapter.downscale * model.adapter.downscale
-    sources = torch.stack([F.pad(w, (0, max(0, n - w.shape[-1])))[..., :n] for w in map(load_audio, paths)])
+    sources = held_out_sources(data, seconds, model.adapter.downscale, clips or 64)
     rng = np.random.default_rng(seed)
     registered = random_fingerprints(users, model.nbits, rng=rng)
     registry = SimulatedRegistry(registered, fpr)

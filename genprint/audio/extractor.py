@@ -5,7 +5,7 @@ per-channel rescaling of the decoder shows as a change of spectral shape; with `
 stem and `stages` of strided 1-D conv blocks ([[width, stride], ...]); global pooling over time (mean and log
 standard deviation per channel) makes the readout independent of the clip's length and position, so a time crop
 leaves a readable code. With `stages: []` there are no conv stages: SpectrumReader, an MLP on the front end's mean
-and standard deviation over time per bin (the time-averaged spectrum), which learns far faster from nothing.
+and standard deviation per bin over the frames that sound (the time-averaged spectrum), which learns far faster.
 Each clip is divided by its own RMS first, so amplitude scaling changes nothing.
 With `residual`, the reader also sees the clip against its re-rendering by the original codec (encoder, then the
 original decoder): the speech cancels there and the fingerprint remains, as in the image reader.
@@ -93,7 +93,9 @@ class AudioExtractor(_WaveReader):
         modality: str = "audio",
     ):
         stages = [[256, 1], [256, 2], [256, 2]] if stages is None else stages
-        if not stages or any(len(s) != 2 or min(s) < 1 for s in stages):
+        if not stages:
+            raise GenprintError("audio extractor: stages [] is the SpectrumReader (make_audio_extractor builds it)")
+        if any(len(s) != 2 or min(s) < 1 for s in stages):
             raise GenprintError(f"audio extractor: stages must be [width, stride] pairs, each >= 1, got {stages}")
         super().__init__(nbits, frontend, residual, modality, stages=stages)
         layers: list[nn.Module] = [
@@ -122,24 +124,36 @@ class AudioExtractor(_WaveReader):
 
 
 class SpectrumReader(_WaveReader):
-    """An MLP on each STFT bin's mean and standard deviation over the frames that sound (the time-averaged spectrum):
-    learns far faster from nothing than the conv stages (docs/audio.md). Config `stages: []` selects it."""
+    """An MLP on each STFT bin's mean and standard deviation over time (the time-averaged spectrum): learns far faster
+    from nothing than the conv stages (docs/audio.md). Config `stages: []` selects it. `pool: sounding` takes the
+    statistics over the frames within 40 dB of the clip's loudest, its mean log level taken out, so pauses and
+    silence around a clip change nothing; `every` (bundles saved before `pool` existed) over every frame."""
 
     SILENCE = math.log(1e4)  # frames 40 dB (in log power) below the clip's loudest are silence: not read
+    POOLS = ("sounding", "every")
 
-    def __init__(self, nbits: int, frontend: str = "stft", residual: bool = False, modality: str = "audio"):
+    def __init__(
+        self,
+        nbits: int,
+        frontend: str = "stft",
+        residual: bool = False,
+        modality: str = "audio",
+        pool: str = "sounding",
+    ):
         if frontend != "stft":
             raise GenprintError(
                 "audio extractor: stages [] reads the time-averaged spectrum, so frontend must be 'stft'"
             )
-        super().__init__(nbits, frontend, residual, modality, stages=[])
+        if pool not in self.POOLS:
+            raise GenprintError(f"audio extractor: pool must be one of {', '.join(self.POOLS)}, got {pool!r}")
+        super().__init__(nbits, frontend, residual, modality, stages=[], pool=pool)
         self.head = nn.Sequential(
             nn.BatchNorm1d(2 * self.channels), nn.Linear(2 * self.channels, 512), nn.ReLU(), nn.Linear(512, nbits)
         )
 
     def read(self, planes: torch.Tensor) -> torch.Tensor:
-        """Statistics over the frames that sound, the clip's mean log level taken out: pauses, silence around the
-        clip and its loudness change nothing."""
+        if self.config["pool"] == "every":
+            return self.head(torch.cat([planes.mean(-1), planes.std(-1, correction=0)], 1))
         bins = self.N_FFT // 2 + 1
         spectrum = planes[:, :bins]
         level = torch.logsumexp(2 * spectrum.detach(), 1)  # (B, frames): each frame's log power

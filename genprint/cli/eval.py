@@ -50,6 +50,7 @@ def run(args) -> int:
     bundle = model_dir(args)
     model = load_bundle(bundle, default_device())
     if model.adapter.modality == "audio":
+        from genprint.audio import HELD_OUT_SECONDS
         from genprint.audio.evaluation import evaluate_audio
 
         if args.reader != "cnn":
@@ -62,10 +63,12 @@ def run(args) -> int:
             fpr=args.fpr,
             clips=args.photos,
             attacks=chosen_attacks(args.attacks),
-            **({} if args.seconds is None else {"seconds": args.seconds}),
+            seconds=HELD_OUT_SECONDS if args.seconds is None else args.seconds,
         )
         print_summary(report)
         return 0
+    if args.seconds is not None:
+        raise GenprintError("--seconds is for audio bundles; images are read at --size")
     settings = EvalSettings(
         users=args.users,
         fpr=args.fpr,
