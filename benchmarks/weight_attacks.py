@@ -9,7 +9,8 @@ needed), averaging two users' decoders) on users' baked decoders: the PSNR of th
 attacked decoder's output against the fingerprinted decoder's, on held-out photos (256 px); black-box, the CNN's bit
 accuracy and soft attribution among --users simulated users on those renders; white-box, the bit accuracy of the code
 recovered from the weights (genprint.weights) and whether it attributes. Writes benchmarks/results/weight_attacks.json
-and a plot of attribution against output PSNR per attack.
+and a plot of attribution against output PSNR per attack. Fine-tuning and purification cost 1-4 s a step on 2 CPU
+cores: all attacks at the default lengths and leakers take hours, so choose with --attacks and --finetune-steps.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,8 +131,8 @@ class TrainConfig:
     # Each step's decoder weights carry Gaussian noise at U(0, this x the attack strength) of each tensor's std
     # (genprint.weights): the leaked-weights attack, trained against; 0 never
     weight_noise: Schedule = field(default_factory=lambda: Schedule.constant(0.0))
-    # Each sample's code is read at a strength t ~ U(1 - code_shrink, 1): scales 1 + t (s - 1), the baked weights moved
-    # a share 1 - t back towards the decoder's own (genprint.weights' interpolation); 0 never
+    # Half of each batch reads its code at a strength t ~ U(1 - code_shrink x the attack strength, 1): scales
+    # 1 + t (s - 1), the baked weights moved a share 1 - t back towards the decoder's own; 0 never
     code_shrink: float = 0.0
     # Accuracy-keyed stages (genprint.curriculum); replaces quality_weight and attack_strength
     curriculum: dict | None = None
@@ -214,16 +215,16 @@ SCHEDULES = tuple(
 )  # from the annotations: none missed
 
 
-def _apply_overrides(raw: dict, overrides: dict, path: Path) -> None:
+def _apply_overrides(raw: dict, overrides: dict) -> None:
     """Set each override in `raw`: a dotted key (`extractor.margin`) changes that one entry of the file's mapping and
     keeps its siblings; a plain key replaces the whole setting."""
-    for key, value in overrides.items():
+    for key, value in copy.deepcopy(overrides).items():  # later dotted keys may reach into earlier values
         *parents, leaf = key.split(".")
         node = raw
         for name in parents:
             node = node.setdefault(name, {})
             if not isinstance(node, dict):
-                raise GenprintError(f"{path}: cannot set {key}: {name} is {node!r}, not a mapping")
+                raise GenprintError(f"cannot set {key}: {name} is {node!r}, not a mapping")
         node[leaf] = value
 
 
@@ -242,7 +243,7 @@ def load_config(name_or_path: str | Path, overrides: dict | None = None) -> Trai
         raise GenprintError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(raw, dict):
         raise GenprintError(f"{path} must hold a mapping of settings")
-    _apply_overrides(raw, overrides or {}, path)
+    _apply_overrides(raw, overrides or {})
     allowed = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = set(raw) - allowed
     if unknown:

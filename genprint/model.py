@@ -103,7 +103,9 @@ class GenprintModel(nn.Module):
         self.adapter.check_latents(latents)
         if scales is None and bits is not None:
             scales = self.scales(bits)
-        if scales is not None and strength is not None:
+        if strength is not None:
+            if scales is None:
+                raise GenprintError("a code strength needs a code: pass bits or scales with it")
             scales = [1 + strength[:, None].to(s) * (s - 1) for s in scales]
         if scales is None:
             return self.adapter.decode(latents)

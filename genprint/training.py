@@ -229,6 +229,16 @@ class Trainer:
         sigma = top * float(torch.rand((), generator=self.noise_gen))
         return sigma, int(torch.randint(2**62, (), generator=self.noise_gen))
 
+    def _code_strength(self, n: int, strength: float) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """code_shrink: (each window's code strength, which windows are at full strength), None without. The second
+        half of the windows read their code at t ~ U(1 - code_shrink x the attacks' strength, 1), an attack that ramps
+        in with the others; the first half stay at 1 and carry the quality terms and the stream's figures."""
+        if not self.config.code_shrink or strength <= 0 or n < 2:
+            return None, None
+        full = torch.arange(n, device=self.device) < (n + 1) // 2
+        shrink = self.config.code_shrink * strength * torch.rand(n, generator=self.noise_gen).to(self.device)
+        return torch.where(full, 1.0, 1 - shrink), full
+
     def train_step(self) -> dict[str, float]:
         cfg, step = self.config, self.step
         quality_weight, strength, lr_factor = self.schedule(step)
@@ -251,13 +261,12 @@ class Trainer:
             with noisy_parameters(self.model.reference, *noise):
                 target = self._reference(latents)
         bits = torch.randint(0, 2, (n, cfg.nbits), generator=self.bits_gen).float().to(self.device)
-        code_strength = None
-        if cfg.code_shrink:  # each code read at t ~ U(1 - code_shrink, 1) of its strength
-            code_strength = 1 - cfg.code_shrink * torch.rand(n, generator=self.noise_gen).to(self.device)
+        code_strength, full = self._code_strength(n, strength)
         if cfg.complementary_pairs:  # content is shared within a pair, so it cancels out of the bit gradients
             latents, target = torch.cat([latents, latents]), torch.cat([target, target])
             bits = torch.cat([bits, 1 - bits])
-            code_strength = None if code_strength is None else torch.cat([code_strength, code_strength])
+            if code_strength is not None:
+                code_strength, full = torch.cat([code_strength, code_strength]), torch.cat([full, full])
         attack = partial(self.attacks, strength=strength)
         if cfg.read_jitter:
             attack = partial(self._read_window, crop=crop, then=attack)
@@ -267,6 +276,8 @@ class Trainer:
                 images, logits = self.joint(latents, bits, attack=attack, strength=code_strength)
             images, logits = images.float(), logits.float()
             bce = F.binary_cross_entropy_with_logits(logits, bits)
+            if code_strength is not None:  # quality and the stream's figures: the codes read at full strength
+                images, target, logits, bits = images[full], target[full], logits[full], bits[full]
             mse = F.mse_loss(images, target)
             structural = self.media.structure_loss(images, target)
             loss = cfg.bit_weight.at(step) * bce + quality_weight * (mse + cfg.ssim_weight * structural)

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from genprint.data import LatentBank
 from genprint.errors import GenprintError
 from genprint.generators.base import FAMILIES
 from genprint.model import GenprintModel
@@ -199,60 +201,50 @@ def average(state: dict, other: dict) -> dict:
     return {k: (v + other[k]) / 2 for k, v in state.items()}
 
 
-class PhotoWindows:
-    """Random `crop`-px windows of photos, with flips: what the purification attack fits the decoder to."""
-
-    def __init__(self, photos, crop: int, seed: int = 0):
-        from genprint.data import load_rgb
-
-        self.images = [im for im in map(load_rgb, photos) if min(im.shape[-2:]) >= crop]
-        if not self.images:
-            raise GenprintError(f"no photo is at least {crop} px on each side")
-        self.crop, self.gen = crop, torch.Generator().manual_seed(seed)
-
-    def sample(self, batch: int) -> torch.Tensor:
-        out = []
-        for _ in range(batch):
-            im = self.images[int(torch.randint(len(self.images), (1,), generator=self.gen))]
-            i = int(torch.randint(im.shape[1] - self.crop + 1, (1,), generator=self.gen))
-            j = int(torch.randint(im.shape[2] - self.crop + 1, (1,), generator=self.gen))
-            im = im[:, i : i + self.crop, j : j + self.crop]
-            out.append(im.flip(-1) if torch.rand((), generator=self.gen) < 0.5 else im)
-        return torch.stack(out)
-
-
 FINETUNE_TARGETS = ("original", "photos")
 
 
+@dataclass
+class FinetuningBank:
+    """The fine-tuning attacks' data, prepared once: windows of photos (their latents, or for target 'photos' their
+    pixels) and what the leaked decoder is fitted to."""
+
+    windows: LatentBank
+    target: str
+
+    def pairs(self, model: GenprintModel, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(latents, target images) of `batch` windows."""
+        with torch.no_grad():
+            drawn = self.windows.sample(batch)
+            if self.target == "photos":
+                return model.encode(drawn), drawn
+            return drawn, model.decode_reference(drawn)
+
+
 def finetuning_bank(model: GenprintModel, photos, crop: int = 128, seed: int = 0, target: str = "original"):
-    """The fine-tuning attack's data (prepared once; one bank serves many attacks). target 'original': latent windows
-    of `photos`, fitted to the original decoder's renders (the attacker holds the original decoder: Stable
-    Signature's removal attack); 'photos': photo windows, fitted to the photos themselves through the public encoder
-    (purification, as Hu et al. 2024 attack Stable Signature: no original decoder needed)."""
-    from genprint.data import LatentBank
-
-    if target == "photos":
-        return PhotoWindows(photos, crop, seed)
-    if target != "original":
+    """target 'original': latent windows of `photos`, fitted to the original decoder's renders (the attacker holds
+    the original decoder: Stable Signature's removal attack); 'photos': photo windows, fitted to the photos themselves
+    through the public encoder (purification, as Hu et al. 2024 attack Stable Signature: no original decoder needed)."""
+    if target not in FINETUNE_TARGETS:
         raise GenprintError(f"fine-tuning target must be one of {FINETUNE_TARGETS}, got {target!r}")
-    return LatentBank(model.encode, photos, model.adapter.downscale, crop, seed=seed)
+    if crop % model.adapter.downscale:
+        raise GenprintError(
+            f"crop {crop} must be a multiple of the decoder's downscale factor {model.adapter.downscale}"
+        )
+    if target == "photos":  # the photos themselves, windowed and flipped as latents are
+        return FinetuningBank(LatentBank(lambda image: image, photos, 1, crop, seed=seed), target)
+    return FinetuningBank(LatentBank(model.encode, photos, model.adapter.downscale, crop, seed=seed), target)
 
 
-def finetune(model: GenprintModel, state: dict, bank, steps: int, lr: float = 1e-4) -> dict:
+def finetune(model: GenprintModel, state: dict, bank: FinetuningBank, steps: int, lr: float = 1e-4) -> dict:
     """What removes a key baked into weights: fine-tune the leaked decoder for `steps` steps of 8 windows towards
-    what `bank` holds (finetuning_bank: the original decoder's renders, or the photos)."""
+    the bank's targets (the original decoder's renders, or the photos)."""
     decoder = model.adapter.copy_decoder()
     decoder.load_state_dict(state)
     decoder.train().requires_grad_(True)
     optimizer = torch.optim.Adam(decoder.parameters(), lr=lr)
     for _ in range(steps):
-        with torch.no_grad():
-            if isinstance(bank, PhotoWindows):
-                target = bank.sample(8)
-                latents = model.encode(target)
-            else:
-                latents = bank.sample(8)
-                target = model.decode_reference(latents)
+        latents, target = bank.pairs(model, 8)
         loss = (model.adapter.decode(latents, decoder=decoder) - target).pow(2).mean()
         optimizer.zero_grad()
         loss.backward()

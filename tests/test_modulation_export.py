@@ -98,6 +98,8 @@ def test_a_code_at_strength_t_is_the_baked_weights_moved_back_towards_the_decode
         assert torch.equal(model.decode(latents, bits, strength=torch.ones(1)), model.decode(latents, bits))
         assert (model.decode(latents, bits, strength=torch.zeros(1)) - model.decode(latents)).abs().max() < 1e-6
         assert (shrunk - model.decode(latents, bits)).abs().max() > 1e-4
+        with pytest.raises(GenprintError, match="a code strength needs a code"):
+            model.decode(latents, strength=torch.ones(1))
 
 
 def test_in_place_scaling_gives_the_autograd_path_s_images():

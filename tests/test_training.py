@@ -191,9 +191,11 @@ def test_bad_configs_are_refused(tmp_path):
 @pytest.mark.parametrize("name", sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
 def test_every_shipped_config_loads_with_its_reader_and_curriculum(name):
     from genprint.extractor import make_extractor
+    from genprint.training import media
 
-    config = load_config(name)  # parses the curriculum and the attacks: a typo in a shipped config fails here
+    config = load_config(name)  # parses the schedules and the curriculum
     reader = make_extractor(config.nbits, config.extractor)
+    media(config.extractor.get("modality", "image")).attacks(config.attacks, seed=0)  # unknown attack names fail
     assert config.name == name and reader.config["nbits"] == config.nbits
 
 
@@ -201,8 +203,13 @@ def test_dotted_overrides_change_one_entry_and_plain_ones_replace_the_setting():
     tiny = load_config("tiny").extractor
     assert load_config("tiny", {"extractor.margin": 8}).extractor == {**tiny, "margin": 8}
     assert load_config("tiny", {"extractor": {"margin": 8}}).extractor == {"margin": 8}
-    assert load_config("tiny", {"attacks.noise.p": 0.5}).attacks["noise"] == {"p": 0.5}
-    with pytest.raises(GenprintError, match="crop is 64, not a mapping"):
+    attacks = load_config("default").attacks
+    changed = load_config("default", {"attacks.noise.p": 0.5}).attacks  # two levels down, the rest kept
+    assert changed == {**attacks, "noise": {**attacks["noise"], "p": 0.5}} and attacks["noise"]["p"] != 0.5
+    overrides = {"extractor": {"margin": 8}, "extractor.width": 4}
+    assert load_config("tiny", overrides).extractor == {"margin": 8, "width": 4}
+    assert overrides["extractor"] == {"margin": 8}  # the caller's values are not changed
+    with pytest.raises(GenprintError, match="cannot set crop.size: crop is 64, not a mapping"):
         load_config("tiny", {"crop.size": 3})
 
 

@@ -32,13 +32,12 @@ def test_the_code_comes_back_from_the_weights_under_noise(tmp_path, family, conf
 
 def test_purification_fits_the_leaked_decoder_to_photos_and_finetuning_to_the_original(tmp_path):
     from genprint.data import resolve_photos
-    from genprint.weights import PhotoWindows, finetune, finetuning_bank
+    from genprint.weights import finetune, finetuning_bank
 
     model = taef2_model()
     state = noise(model.bake(np.ones(48, np.uint8)).state_dict(), 0.3)  # a leaked decoder some way off the original
     photos = resolve_photos(None)[:4]
-    windows = PhotoWindows(photos, 64, seed=1)
-    test = windows.sample(4)
+    test = finetuning_bank(model, photos, crop=64, seed=1, target="photos").windows.sample(4)  # other windows
 
     def error(weights, target):
         decoder = model.adapter.copy_decoder()
@@ -54,6 +53,8 @@ def test_purification_fits_the_leaked_decoder_to_photos_and_finetuning_to_the_or
     assert error(tuned, model.decode_reference) < 0.9 * error(state, model.decode_reference)
     with pytest.raises(GenprintError, match="fine-tuning target must be one of"):
         finetuning_bank(model, photos, target="teacher")
+    with pytest.raises(GenprintError, match="multiple of the decoder's downscale"):
+        finetuning_bank(model, photos, crop=100, target="photos")
 
 
 def test_weights_of_another_architecture_are_refused(tmp_path):
