@@ -133,9 +133,9 @@ def test_complementary_pairs_decode_each_crop_with_a_code_and_its_complement(pho
     seen = []
 
     def spy(model):
-        def forward(latents, bits, attack=None):
+        def forward(latents, bits, **kw):
             seen.append((latents.clone(), bits.clone()))
-            return model(latents, bits, attack=attack)
+            return model(latents, bits, **kw)
 
         return forward
 
@@ -158,9 +158,7 @@ def test_read_jitter_decodes_larger_windows_and_reads_them_at_random_offsets(pho
     read, decoded = [], []
     forward = trainer.model.extractor.forward
     trainer.model.extractor.forward = lambda images: read.append(images.detach()) or forward(images)
-    trainer.wrap(
-        lambda model: lambda latents, bits, attack=None: decoded.append(latents.shape) or model(latents, bits, attack)
-    )
+    trainer.wrap(lambda model: lambda latents, bits, **kw: decoded.append(latents.shape) or model(latents, bits, **kw))
     for _ in range(3):
         trainer.train_step()
     assert all(shape[-1] * 8 == 80 for shape in decoded) and all(x.shape[-2:] == (64, 64) for x in read)
@@ -518,9 +516,9 @@ def test_several_crop_sizes_share_a_step_budget(photos):
     seen = []
 
     def spy(model):
-        def forward(latents, bits, attack=None):
+        def forward(latents, bits, **kw):
             seen.append(tuple(latents.shape[-2:]))
-            return model(latents, bits, attack=attack)
+            return model(latents, bits, **kw)
 
         return forward
 
