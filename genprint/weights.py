@@ -227,11 +227,11 @@ def finetuning_bank(model: GenprintModel, photos, crop: int = 128, seed: int = 0
     through the public encoder (purification, as Hu et al. 2024 attack Stable Signature: no original decoder needed)."""
     if target not in FINETUNE_TARGETS:
         raise GenprintError(f"fine-tuning target must be one of {FINETUNE_TARGETS}, got {target!r}")
-    if crop % model.adapter.downscale:
-        raise GenprintError(
-            f"crop {crop} must be a multiple of the decoder's downscale factor {model.adapter.downscale}"
-        )
-    if target == "photos":  # the photos themselves, windowed and flipped as latents are
+    if target == "photos":  # photo windows, flipped as latents are; a latent bank checks the crop itself, this one not
+        if crop % model.adapter.downscale:
+            raise GenprintError(
+                f"crop {crop} must be a multiple of the decoder's downscale factor {model.adapter.downscale}"
+            )
         return FinetuningBank(LatentBank(lambda image: image, photos, 1, crop, seed=seed), target)
     return FinetuningBank(LatentBank(model.encode, photos, model.adapter.downscale, crop, seed=seed), target)
 
