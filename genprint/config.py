@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,29 @@ from genprint.errors import GenprintError
 from genprint.fingerprint import check_nbits
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's floats: `3e-5` and `1E3` are numbers, as in the files people write, not
+    the strings YAML 1.1 makes of them."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse a config's YAML (a file or a `--set` value)."""
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
+
+
 # The extractor's smallest input side; here so configs can check crops without importing torch.
 MIN_SIZE = 64
 # The fewest px a side that the extractor's margin leaves to read: a 64 px training crop keeps its inner 48 px at a
@@ -238,7 +262,7 @@ def load_config(name_or_path: str | Path, overrides: dict | None = None) -> Trai
         known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
         raise GenprintError(f"no config file {name_or_path!r} (named configs: {', '.join(known)})")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise GenprintError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(raw, dict):

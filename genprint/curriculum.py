@@ -4,12 +4,16 @@ Stages run in order, each advancing by 1/steps per training step only while the 
 accuracy is at or above the stage's gate (LaWa switches attacks on at an accuracy threshold; TrustMark and
 StegaStamp hold the image loss until the message is learned):
 
-  quality   the PSNR target rises from psnr[0] to psnr[1] dB; the quality weight follows it (below)
+  quality   the PSNR target rises from psnr[0] to psnr[1] dB, and only while the stream's smoothed PSNR is within
+            `psnr_lag` dB of it: the target never runs ahead of what the code has reached
   attacks   the training attacks' strength rises from 0 to 1
   cooldown  the learning rates fall to `factor` of their scheduled values
 
 The quality weight is a Lagrange multiplier for "PSNR >= target": its logarithm rises while the stream's PSNR is
-under the target and falls while it is over, so the run ends at the quality asked for, whatever the code costs.
+under the target and falls while it is over. It rises only while the stream reads at or above the current stage's
+gate: when tightening quality has pushed the code under its gate, the weight holds until accuracy recovers instead of
+winding up (an unbounded multiplier once squeezed the code to chance; docs/training.md). A quality the code cannot
+bear at the gate is therefore never forced: the run stays at the best PSNR it reads at the gate.
 All of it is state that checkpoints carry, so a resumed run continues the curriculum where it stood.
 """
 
@@ -35,6 +39,7 @@ class CurriculumConfig:
     psnr: tuple[float, float] = (24.0, 33.0)  # the quality stage's PSNR target, start and end (dB)
     weight: tuple[float, float, float] = (1.0, 0.01, 1000.0)  # quality weight: start, min, max
     weight_rate: float = 0.02  # change of log(weight) per step and dB off target
+    psnr_lag: float = 1.0  # dB the smoothed stream PSNR may trail the target while the target still rises
     cooldown_factor: float = 0.1  # learning rates at the end of the cooldown stage
     quality: StageConfig = field(default_factory=StageConfig)
     attacks: StageConfig = field(default_factory=StageConfig)
@@ -52,9 +57,10 @@ class CurriculumConfig:
             raise GenprintError(f"curriculum: {exc}") from None
         lo, hi = config.psnr
         w0, wmin, wmax = config.weight
-        if not lo <= hi or not 0 < wmin <= w0 <= wmax or config.smoothing < 1:
+        if not lo <= hi or not 0 < wmin <= w0 <= wmax or config.smoothing < 1 or config.psnr_lag < 0:
             raise GenprintError(
-                f"curriculum: need psnr start <= end, 0 < weight min <= start <= max and smoothing >= 1; got {raw}"
+                "curriculum: need psnr start <= end, 0 < weight min <= start <= max, smoothing >= 1 and psnr_lag >= 0;"
+                f" got {raw}"
             )
         for name in STAGES:
             stage = getattr(config, name)
@@ -73,6 +79,7 @@ class Curriculum:
         self.config = config
         self.progress = dict.fromkeys(STAGES, 0.0)
         self.accuracy = 0.5
+        self.psnr: float | None = None  # the stream's smoothed PSNR; None until the first update
         self.log_weight = math.log(config.weight[0])
         self.finished_at: dict[str, int] = {}
         self.updates = 0
@@ -104,12 +111,16 @@ class Curriculum:
         rate = 1 / min(c.smoothing, self.updates + 1)  # a plain mean until `smoothing` steps are in
         self.updates += 1
         self.accuracy += rate * (bit_accuracy - self.accuracy)
-        wmin, wmax = c.weight[1], c.weight[2]
-        self.log_weight = min(
-            max(self.log_weight + c.weight_rate * (self.psnr_target - psnr), math.log(wmin)), math.log(wmax)
-        )
+        self.psnr = psnr if self.psnr is None else self.psnr + rate * (psnr - self.psnr)
         stage = self.stage
-        if stage is not None and self.accuracy >= getattr(c, stage).gate:
+        at_gate = stage is None or self.accuracy >= getattr(c, stage).gate
+        change = c.weight_rate * (self.psnr_target - psnr)
+        if change < 0 or at_gate:
+            wmin, wmax = c.weight[1], c.weight[2]
+            self.log_weight = min(max(self.log_weight + change, math.log(wmin)), math.log(wmax))
+        if stage == "quality" and self.psnr < self.psnr_target - c.psnr_lag:
+            return
+        if stage is not None and at_gate:
             self.progress[stage] = min(1.0, self.progress[stage] + 1 / getattr(c, stage).steps)
             if self.progress[stage] >= 1:
                 self.finished_at[stage] = step
@@ -119,6 +130,7 @@ class Curriculum:
         return {
             "stage": self.stage or "done",
             "stream_accuracy": round(self.accuracy, 4),
+            "stream_psnr_smoothed": round(self.psnr, 2) if self.psnr is not None else None,
             "psnr_target": round(self.psnr_target, 2),
             "quality_weight": round(self.quality_weight, 4),
             "attack_strength": round(self.attack_strength, 4),
@@ -129,6 +141,7 @@ class Curriculum:
         return {
             "progress": dict(self.progress),
             "accuracy": self.accuracy,
+            "psnr": self.psnr,
             "log_weight": self.log_weight,
             "finished_at": dict(self.finished_at),
             "updates": self.updates,
@@ -137,5 +150,6 @@ class Curriculum:
     def load_state_dict(self, state: dict) -> None:
         self.progress = {name: float(state["progress"][name]) for name in STAGES}
         self.accuracy, self.log_weight = float(state["accuracy"]), float(state["log_weight"])
+        self.psnr = None if state.get("psnr") is None else float(state["psnr"])  # checkpoints before psnr_lag lack it
         self.finished_at = {k: int(v) for k, v in state["finished_at"].items()}
         self.updates = int(state["updates"])

@@ -361,7 +361,10 @@ class Trainer:
                     )
                     if self.curriculum is not None:
                         c = self.curriculum.summary()
-                        info += f"  [{c['stage']}: {c['psnr_target']:.1f} dB, attacks {c['attack_strength']:.2f}]"
+                        info += (
+                            f"  [{c['stage']}: {c['psnr_target']:.1f} dB, weight {c['quality_weight']:.3g},"
+                            f" attacks {c['attack_strength']:.2f}]"
+                        )
                     bar.update(task, info=info)
                     if not progress:
                         log.info("step %d/%d  %s", self.step, total, info)

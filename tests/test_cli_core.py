@@ -219,7 +219,7 @@ def test_train_with_workers_hands_its_options_and_overrides_to_ray_train(monkeyp
                 "--checkpoints",
                 "s3://b/ckpt",
                 "--set",
-                "lr=0.002",
+                "lr=2e-3",  # YAML 1.1 would make this a string
                 "--set",
                 "extractor.margin=8",
                 "--ray-address",

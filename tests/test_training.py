@@ -178,6 +178,9 @@ def test_bad_configs_are_refused(tmp_path):
         load_config("tiny", {"complementary_pairs": True, "batch_size": 5})
     with pytest.raises(GenprintError, match="no config file"):
         load_config("nope")
+    exponent = tmp_path / "exponent.yaml"
+    exponent.write_text("lr: 3e-4\ndecoder_lr: {start: 0, end: 1E-5, begin: 0, finish: 10}\n")
+    assert (load_config(exponent).lr.at(0), load_config(exponent).decoder_lr.at(10)) == (3e-4, 1e-5)
     bad = tmp_path / "bad.yaml"
     bad.write_text("steps: [1, 2\n")
     with pytest.raises(GenprintError, match="not valid YAML"):
@@ -416,6 +419,7 @@ def test_curriculum_advances_only_while_the_stream_reads_above_its_gate():
         {
             "smoothing": 1,
             "psnr": [20, 30],
+            "psnr_lag": 1.0,
             "weight_rate": 0.1,
             "quality": {"gate": 0.8, "steps": 4},
             "attacks": {"gate": 0.9, "steps": 2},
@@ -426,23 +430,51 @@ def test_curriculum_advances_only_while_the_stream_reads_above_its_gate():
     for step in range(1, 4):
         c.update(0.7, 25.0, step)  # under the gate: nothing moves
     assert (c.stage, c.psnr_target, c.attack_strength, c.lr_factor) == ("quality", 20, 0, 1)
-    for step in range(4, 8):
-        c.update(0.85, 25.0, step)
-    assert (c.stage, c.psnr_target, c.finished_at) == ("attacks", 30, {"quality": 7})
-    c.update(0.85, 25.0, 8)  # above quality's gate, under the attacks'
+    c.update(0.85, 25.0, 4)
+    c.update(0.85, 26.0, 5)  # target 25: within the lag of 26
+    assert c.psnr_target == 25
+    c.update(0.85, 26.0, 6)  # target 27.5: 26 trails it by more than the lag, so it waits for the stream
+    c.update(0.85, 26.0, 7)
+    assert c.psnr_target == 27.5
+    c.update(0.85, 30.0, 8)
+    assert (c.stage, c.psnr_target, c.finished_at) == ("attacks", 30, {"quality": 8})
+    c.update(0.85, 30.0, 9)  # above quality's gate, under the attacks'
     assert c.attack_strength == 0
-    for step in range(9, 13):
-        c.update(0.95, 25.0, step)
+    for step in range(10, 14):
+        c.update(0.95, 30.0, step)
     assert c.stage is None and c.attack_strength == 1 and c.lr_factor == pytest.approx(config.cooldown_factor)
     # The quality weight is steered to the PSNR target: it rises while the stream is under it and falls while over.
     weight = c.quality_weight
-    c.update(0.95, 20.0, 13)
+    c.update(0.95, 20.0, 14)
     assert c.quality_weight == pytest.approx(weight * np.exp(0.1 * (30 - 20)))
-    c.update(0.95, 40.0, 14)
+    c.update(0.95, 40.0, 15)
     assert c.quality_weight == pytest.approx(weight)
     again = Curriculum(config)
     again.load_state_dict(c.state_dict())
     assert again.summary() == c.summary()
+
+
+def test_quality_weight_holds_while_the_code_is_under_its_gate():
+    """No wind-up: a stream squeezed under the gate stops the weight rising (it may still fall) until it recovers."""
+    from genprint.curriculum import Curriculum, CurriculumConfig
+
+    c = Curriculum(CurriculumConfig.parse({"smoothing": 1, "psnr": [30, 30], "weight_rate": 0.1}))
+    c.update(0.95, 25.0, 1)  # at the gate (0.9), under the target: the weight rises
+    risen = c.quality_weight
+    assert risen == pytest.approx(np.exp(0.5))
+    for step in range(2, 50):
+        c.update(0.6, 25.0, step)  # under the gate and still under the target: it holds
+    assert c.quality_weight == risen
+    c.update(0.6, 35.0, 50)  # over the target: it falls even under the gate
+    assert c.quality_weight == pytest.approx(1.0)
+    c.update(0.95, 25.0, 51)
+    assert c.quality_weight == pytest.approx(risen)
+    old = c.state_dict()
+    del old["psnr"]  # a checkpoint written before the smoothed PSNR was state
+    again = Curriculum(c.config)
+    again.load_state_dict(old)
+    again.update(0.95, 29.5, 52)
+    assert again.psnr == 29.5
 
 
 def test_bad_curricula_and_precisions_are_refused():
@@ -462,7 +494,7 @@ def test_bad_curricula_and_precisions_are_refused():
     "overrides",
     [
         {"reference_reuse": 2, "precision": "bf16", "crop": [64, 96]},
-        {"curriculum": {"quality": {"gate": 0.0, "steps": 2}}, "validate_every": 2},
+        {"curriculum": {"psnr": [0.0, 0.0], "quality": {"gate": 0.0, "steps": 2}}, "validate_every": 2},
     ],
     ids=["pooled-targets-bf16", "curriculum"],
 )

@@ -57,6 +57,7 @@ def parse_overrides(items: list[str], steps: int | None = None) -> dict:
     keys kept as they are (they reach into the config's mappings)."""
     import yaml
 
+    from genprint.config import load_yaml
     from genprint.errors import GenprintError
 
     overrides: dict = {}
@@ -65,7 +66,7 @@ def parse_overrides(items: list[str], steps: int | None = None) -> dict:
         if not sep or not key.strip():
             raise GenprintError(f"--set takes KEY=VALUE, got {item!r}")
         try:
-            overrides[key.strip()] = yaml.safe_load(text)
+            overrides[key.strip()] = load_yaml(text)
         except yaml.YAMLError as exc:
             raise GenprintError(f"--set {key}: {text!r} is not a YAML value ({str(exc).splitlines()[0]})") from None
     if steps is not None:
