@@ -126,7 +126,8 @@ class TrainConfig:
     nbits: int = 48
     steps: int = 1000
     batch_size: int = 16
-    # Training crop side in px; a list draws one size per step, the batch scaled to the first size's pixels
+    # Training crop side in px (samples for sound); a list draws one size per step, the batch scaled to the first
+    # size's pixels (samples)
     crop: int | list[int] = 64
     # px (a multiple of 8): each window is decoded this much larger and the reader reads a `crop`-px window of it at a
     # random offset (any px), so no position in the decoder's output, its borders included, is where the code is read
@@ -212,9 +213,10 @@ class TrainConfig:
         return list(self.crop) if isinstance(self.crop, list) else [self.crop]
 
     def batch_for(self, crop: int) -> int:
-        """Images per step at `crop` px: batch_size at the first size, as many pixels at the others (at least one
-        complementary pair)."""
-        n = int(self.batch_size * (self.crops[0] / crop) ** 2)
+        """Items per step at `crop` (px a side, or samples for sound): batch_size at the first size, as many pixels or
+        samples at the others (at least one complementary pair)."""
+        dims = 1 if self.extractor.get("modality") == "audio" else 2
+        n = int(self.batch_size * (self.crops[0] / crop) ** dims)
         return max(2, n - n % 2) if self.complementary_pairs else max(1, n)
 
     @property

@@ -410,8 +410,8 @@ class Trainer:
         m.extractor.load_state_dict(state["extractor"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.bank.load_state_dict(state["bank"])
-        if "targets" in state:
-            for crop, pool in self.targets.items():
+        for crop, pool in self.targets.items():  # a size the checkpoint lacks (crops changed on resume) starts fresh
+            if crop in state.get("targets", {}):
                 pool.load_state_dict(state["targets"][crop])
         self.bits_gen.set_state(state["bits_gen"])
         if "size_gen" in state:

@@ -261,6 +261,6 @@ def test_render_extract_and_eval_take_sound_files_with_an_audio_bundle(tmp_path,
     assert set(report["results"]) == {"clean", "noise_20db", "mp3_64k"} and report["test_clips"] == 2
     assert report["quality"]["snr_db"] < 60 and (out / "accuracy_per_attack.png").stat().st_size > 0
     assert report["settings"]["seconds"] == 1
-    capsys.readouterr()
+    assert "s per clip" in capsys.readouterr().out
     assert main(["eval", *eval_args, "--seconds", "0.1", "--out", str(tmp_path / "e2")]) == 2
     assert "--seconds must be at least 0.256" in capsys.readouterr().err and not (tmp_path / "e2").exists()

@@ -544,6 +544,8 @@ def test_several_crop_sizes_share_a_step_budget(photos):
     """A list of crops: each step trains at one size, with as many pixels as the first size's batch."""
     cfg = load_config("tiny", {"holdout": 0.0, "batch_size": 16, "complementary_pairs": True, "crop": [64, 128, 256]})
     assert [cfg.batch_for(c) for c in cfg.crops] == [16, 4, 2]  # at least one complementary pair
+    sound = load_config("audio", {"batch_size": 16, "crop": [16384, 32768, 65536]})
+    assert [sound.batch_for(c) for c in sound.crops] == [16, 8, 4]  # as many samples: one dimension
     trainer = Trainer(cfg, photos=photos)
     seen = []
 
@@ -562,6 +564,14 @@ def test_several_crop_sizes_share_a_step_budget(photos):
         load_config("tiny", {"crop": [64, 100]})
 
 
+def test_a_run_resumes_with_a_crop_size_added(photos, tmp_path):
+    """Sizes the checkpoint has keep their reference pools; an added size starts its own."""
+    Trainer(load_config("tiny", {"holdout": 0.0}), photos=photos).run(steps=2, checkpoint_dir=tmp_path, progress=False)
+    wider = Trainer(load_config("tiny", {"holdout": 0.0, "crop": [64, 96]}), photos=photos)
+    wider.run(steps=4, checkpoint_dir=tmp_path, progress=False)
+    assert wider.step == 4 and set(torch.load(tmp_path / "last.pt", weights_only=False)["targets"]) == {64, 96}
+
+
 def test_train_writes_its_bundle_beside_its_default_checkpoints_and_resumes_from_them(photos, tmp_path):
     from genprint.bundle import load_bundle
     from genprint.cli import main
@@ -569,7 +579,12 @@ def test_train_writes_its_bundle_beside_its_default_checkpoints_and_resumes_from
     out = tmp_path / "bundle"  # no --checkpoints: they go to OUT/checkpoints, inside the folder the bundle replaces
     args = ["train", "--config", "tiny", "--data", str(photos), "--set", "holdout=0", "--out", str(out)]
     assert main([*args, "--steps", "3"]) == 0
-    assert load_bundle(out).bundle_config["metrics"]["steps"] == 3
+    first = load_bundle(out).bundle_config["metrics"]
+    assert first["steps"] == 3
     assert main([*args, "--steps", "6"]) == 0  # resumes at step 3 from the checkpoints the first bundle kept
-    assert load_bundle(out).bundle_config["metrics"]["steps"] == 6
+    second = load_bundle(out).bundle_config["metrics"]
+    assert second["steps"] == 6
+    # training time adds up across the resume; wall time is each command's own
+    seconds = [m["final_window"]["train_seconds"] for m in (first, second)]
+    assert 0 < seconds[0] < seconds[1] and second["final_window"]["wall_seconds"] > 0
     assert torch.load(out / "checkpoints" / "last.pt", weights_only=False)["step"] == 6

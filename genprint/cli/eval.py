@@ -141,4 +141,5 @@ def print_summary(report: dict) -> None:
         console.print("no calibration.json: the soft rule rests on the exact null of random codes (genprint calibrate)")
     reading = report["reading"]
     escalated = "" if reading["escalated_share"] is None else f", {reading['escalated_share']:.1%} escalated"
-    console.print(f"{reading['reader']} reader: {reading['seconds_per_image']:.3f} s per image{escalated}")
+    item = "clip" if report.get("modality") == "audio" else "image"
+    console.print(f"{reading['reader']} reader: {reading['seconds_per_image']:.3f} s per {item}{escalated}")

@@ -116,7 +116,8 @@ def run(args) -> int:
     trainer = Trainer(config, photos=args.data)
     started = time.time()
     summary = trainer.run(checkpoint_dir=args.checkpoints or out / "checkpoints", progress=not args.no_progress)
-    summary["train_seconds"] = round(time.time() - started, 1)
+    # training time across every resume (the learning curve's hours), and this command's own wall time
+    summary.update(train_seconds=round(trainer.train_seconds, 2), wall_seconds=round(time.time() - started, 2))
     trainer.save_bundle(out, metrics={"final_window": summary, "steps": trainer.step})
     print(json.dumps({"bundle": str(out), "steps": trainer.step, **summary}))
     return 0
