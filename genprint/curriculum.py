@@ -12,8 +12,8 @@ StegaStamp hold the image loss until the message is learned):
 The quality weight is a Lagrange multiplier for "PSNR >= target": its logarithm rises while the stream's PSNR is
 under the target and falls while it is over. It rises only while the stream reads at or above the current stage's
 gate: when tightening quality has pushed the code under its gate, the weight holds until accuracy recovers instead of
-winding up (an unbounded multiplier once squeezed the code to chance; docs/training.md). A quality the code cannot
-bear at the gate is therefore never forced: the run stays at the best PSNR it reads at the gate.
+winding up (docs/training.md has the run where it did and squeezed the code). A quality the code cannot bear at
+the gate is therefore never forced: the run stays near the best PSNR it reads at the gate.
 All of it is state that checkpoints carry, so a resumed run continues the curriculum where it stood.
 """
 
