@@ -188,8 +188,8 @@ def test_a_few_training_steps_on_sound_save_a_bundle_that_loads(tmp_path):
 
     save_codec(build_adapter(SPEC), tmp_path / "codec.safetensors")
     clips = tmp_path / "clips"
-    for s in range(4):
-        save_audio(synthetic_voice(1.5, seed=s), clips / f"{s}.wav")
+    for s in range(4):  # the learning curve reads 2 s of each held-out clip
+        save_audio(synthetic_voice(2.5, seed=s), clips / f"{s}.wav")
     overrides = {
         "generator": {**SPEC, "source": str(tmp_path / "codec.safetensors")},
         "nbits": 32,
@@ -264,3 +264,6 @@ def test_render_extract_and_eval_take_sound_files_with_an_audio_bundle(tmp_path,
     assert "s per clip" in capsys.readouterr().out
     assert main(["eval", *eval_args, "--seconds", "0.1", "--out", str(tmp_path / "e2")]) == 2
     assert "--seconds must be at least 0.256" in capsys.readouterr().err and not (tmp_path / "e2").exists()
+    # clips shorter than the read are skipped, not padded with silence: here every clip lasts 1.5 s
+    assert main(["eval", *eval_args, "--seconds", "2", "--out", str(tmp_path / "e3")]) == 2
+    assert "lasts 2 s: read fewer seconds" in capsys.readouterr().err and not (tmp_path / "e3").exists()

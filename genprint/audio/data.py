@@ -68,8 +68,9 @@ class AudioLatentBank(ClipBank):
 def held_out_sources(
     data: str | Path | None, seconds: float, multiple: int, count: int, holdout: float = 0.0
 ) -> torch.Tensor:
-    """(count, 1, samples): the first `seconds` of the first `count` held-out clips, padded with silence when shorter
-    and cut to a multiple of `multiple` samples. Held out: the corpus's held-out split, or a folder's `holdout`
+    """(count, 1, samples): the first `seconds` of the first `count` held-out clips that last that long, cut to a
+    multiple of `multiple` samples. Shorter clips are skipped, not padded: rendering and reading silence a clip never
+    had costs bits no real file would (docs/audio.md). Held out: the corpus's held-out split, or a folder's `holdout`
     share (all of it with holdout 0, for an evaluation on another folder)."""
     if data is None:
         paths = resolve_clips(None, split="held_out")
@@ -78,7 +79,16 @@ def held_out_sources(
     if not paths:
         raise GenprintError(f"{data} with holdout {holdout} leaves no held-out sound: set holdout above 0")
     n = int(seconds * RATE) // multiple * multiple
-    return torch.stack([F.pad(w, (0, max(0, n - w.shape[-1])))[..., :n] for w in map(load_audio, paths[:count])])
+    waves = []
+    for path in paths:
+        if len(waves) == count:
+            break
+        if (wave := load_audio(path)).shape[-1] >= n:
+            waves.append(wave[..., :n])
+    if not waves:
+        where = data or "the speech corpus"
+        raise GenprintError(f"no held-out clip of {where} lasts {seconds:g} s: read fewer seconds")
+    return torch.stack(waves)
 
 
 def held_out_windows(model, config, data: str | Path | None, samples: int, seed: int) -> torch.Tensor:
