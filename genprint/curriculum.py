@@ -118,9 +118,8 @@ class Curriculum:
         if change < 0 or at_gate:
             wmin, wmax = c.weight[1], c.weight[2]
             self.log_weight = min(max(self.log_weight + change, math.log(wmin)), math.log(wmax))
-        if stage == "quality" and self.psnr < self.psnr_target - c.psnr_lag:
-            return
-        if stage is not None and at_gate:
+        lagging = stage == "quality" and self.psnr < self.psnr_target - c.psnr_lag  # the target waits for the stream
+        if stage is not None and at_gate and not lagging:
             self.progress[stage] = min(1.0, self.progress[stage] + 1 / getattr(c, stage).steps)
             if self.progress[stage] >= 1:
                 self.finished_at[stage] = step

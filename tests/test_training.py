@@ -180,7 +180,8 @@ def test_bad_configs_are_refused(tmp_path):
         load_config("nope")
     exponent = tmp_path / "exponent.yaml"
     exponent.write_text("lr: 3e-4\ndecoder_lr: {start: 0, end: 1E-5, begin: 0, finish: 10}\n")
-    assert (load_config(exponent).lr.at(0), load_config(exponent).decoder_lr.at(10)) == (3e-4, 1e-5)
+    read = load_config(exponent)
+    assert (read.lr.at(0), read.decoder_lr.at(10)) == (3e-4, 1e-5)
     bad = tmp_path / "bad.yaml"
     bad.write_text("steps: [1, 2\n")
     with pytest.raises(GenprintError, match="not valid YAML"):
