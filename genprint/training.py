@@ -314,7 +314,8 @@ class Trainer:
         checkpoint_dir: str | Path | None = None,
         progress: bool = True,
     ) -> dict[str, float]:
-        """Train until `steps` (default: config.steps); resumes from checkpoint_dir/last.pt when present.
+        """Train until `steps` (default: config.steps) or the curriculum's last stage ends; resumes from
+        checkpoint_dir/last.pt when present.
 
         With `validate_every`, held-out crops are read every that many steps and a row goes to
         checkpoint_dir/curve.jsonl (step, hours of training, stream and held-out metrics, the curriculum's state): the
@@ -349,11 +350,12 @@ class Trainer:
         ]
         with Progress(*columns, disable=not progress, transient=False) as bar:
             task = bar.add_task("train", total=total, completed=self.step, info="")
-            while self.step < total:
+            while self.step < total and not self.curriculum_done:
                 started = time.perf_counter()
                 window.append(self.train_step())
                 self.train_seconds += time.perf_counter() - started
-                if self.step % self.config.log_every == 0 or self.step == total:
+                last = self.step == total or self.curriculum_done
+                if self.step % self.config.log_every == 0 or last:
                     summary = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
                     window.clear()
                     info = (
@@ -370,12 +372,21 @@ class Trainer:
                         log.info("step %d/%d  %s", self.step, total, info)
                     if callback:
                         callback(self.step, summary)
-                if curve and (self.step % self.config.validate_every == 0 or self.step == total):
+                if curve and (self.step % self.config.validate_every == 0 or last):
                     curve.record(summary)
-                if ckpt and (self.step % self.config.checkpoint_every == 0 or self.step == total):
+                if ckpt and (self.step % self.config.checkpoint_every == 0 or last):
                     self.save_checkpoint(ckpt)
                 bar.update(task, completed=self.step)
+        if self.curriculum_done and self.step < total:
+            log.info(
+                "the curriculum finished at step %d: training ends there (steps %d is an upper bound)", self.step, total
+            )
         return summary
+
+    @property
+    def curriculum_done(self) -> bool:
+        """Whether a curriculum ran all its stages: the run is then complete, whatever `steps` allows."""
+        return self.curriculum is not None and self.curriculum.stage is None
 
     def save_checkpoint(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

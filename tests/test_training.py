@@ -514,6 +514,20 @@ def test_resume_reproduces_an_uninterrupted_run_with_pooled_targets_and_a_curric
         assert [r["step"] for r in rows] == [2, 3, 4, 6] and all(0 <= r["held_out_bit_acc"] <= 1 for r in rows)
 
 
+def test_training_ends_when_the_curriculum_has_run_all_its_stages(photos, tmp_path):
+    """`steps` is an upper bound: a run whose curriculum is done stops there, checkpoint and curve row included."""
+    stages = {name: {"gate": 0.0, "steps": 2} for name in ("quality", "attacks", "cooldown")}
+    cfg = load_config("tiny", {"holdout": 0.5, "curriculum": {"psnr": [0.0, 0.0], **stages}, "validate_every": 100})
+    trainer = Trainer(cfg, photos=photos)
+    trainer.run(steps=50, checkpoint_dir=tmp_path, progress=False)
+    assert trainer.step == 6 and trainer.curriculum.summary()["stage"] == "done"
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 6
+    assert [json.loads(line)["step"] for line in (tmp_path / "curve.jsonl").read_text().splitlines()] == [6]
+    again = Trainer(cfg, photos=photos)  # resuming a finished run trains no further
+    again.run(steps=50, checkpoint_dir=tmp_path, progress=False)
+    assert again.step == 6 and torch.equal(params(again), params(trainer))
+
+
 def test_target_pool_reuses_each_reference_decode(photos):
     trainer = Trainer(
         load_config("tiny", {"holdout": 0.0, "batch_size": 4, "reference_reuse": 2, "precision": "fp32"}), photos=photos
