@@ -212,10 +212,9 @@ class TrainConfig:
         """The training crop sizes (one, or several drawn per step)."""
         return list(self.crop) if isinstance(self.crop, list) else [self.crop]
 
-    def batch_for(self, crop: int) -> int:
-        """Items per step at `crop` (px a side, or samples for sound): batch_size at the first size, as many pixels or
-        samples at the others (at least one complementary pair)."""
-        dims = 1 if self.extractor.get("modality") == "audio" else 2
+    def batch_for(self, crop: int, dims: int = 2) -> int:
+        """Items per step at `crop` (px a side, or samples for sound: `dims` 1): batch_size at the first size, as many
+        pixels or samples at the others (at least one complementary pair)."""
         n = int(self.batch_size * (self.crops[0] / crop) ** dims)
         return max(2, n - n % 2) if self.complementary_pairs else max(1, n)
 

@@ -63,6 +63,8 @@ class Media:
     """What a training step needs of its modality: where its data is, its latent bank, its attacks and its quality
     terms (a level in dB against the original decoder's output, and a structural loss in [0, ~1])."""
 
+    dims: int  # a crop's dimensions: 2 for images (px a side), 1 for sound (samples)
+
     resolve: Callable[[str | Path | None], list[Path]]
     bank: type
     attacks: type
@@ -78,6 +80,7 @@ def media(modality: str) -> Media:
         from genprint.audio.quality import snr, stft_distance
 
         return Media(
+            1,
             resolve_clips,
             AudioLatentBank,
             AudioTrainAttacks,
@@ -86,6 +89,7 @@ def media(modality: str) -> Media:
             held_out_windows,
         )
     return Media(
+        2,
         resolve_photos,
         LatentBank,
         TrainAttacks,
@@ -194,7 +198,7 @@ class Trainer:
 
     def _windows(self, crop: int) -> int:
         """Latent windows a step at `crop` px draws (each decoded twice with complementary pairs)."""
-        n = self.config.batch_for(crop)
+        n = self.config.batch_for(crop, self.media.dims)
         return n // 2 if self.config.complementary_pairs else n
 
     def _place(self, latents: torch.Tensor) -> torch.Tensor:

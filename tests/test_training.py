@@ -13,7 +13,7 @@ from genprint.attacks.suite import attack_suite, from_pil, jpeg
 from genprint.config import CONFIG_DIR, Ramp, Schedule, TrainConfig, load_config
 from genprint.errors import GenprintError
 from genprint.extractor import Extractor
-from genprint.training import Trainer
+from genprint.training import Trainer, media
 
 
 @pytest.fixture(scope="module")
@@ -560,7 +560,7 @@ def test_several_crop_sizes_share_a_step_budget(photos):
     cfg = load_config("tiny", {"holdout": 0.0, "batch_size": 16, "complementary_pairs": True, "crop": [64, 128, 256]})
     assert [cfg.batch_for(c) for c in cfg.crops] == [16, 4, 2]  # at least one complementary pair
     sound = load_config("audio", {"batch_size": 16, "crop": [16384, 32768, 65536]})
-    assert [sound.batch_for(c) for c in sound.crops] == [16, 8, 4]  # as many samples: one dimension
+    assert [sound.batch_for(c, media("audio").dims) for c in sound.crops] == [16, 8, 4]  # samples: one dimension
     trainer = Trainer(cfg, photos=photos)
     seen = []
 
