@@ -7,7 +7,8 @@ The decoder pads with zeros, so near its output's edges a code can make a signal
 the decoder's 8 px grid gives every pixel a phase. A reader that leans on either loses the code to any crop, pad or
 rotation. On held-out photos (two fingerprints each, as `genprint eval` draws them) it reports:
 - bit accuracy of the clean image read whole, with its borders cut off (in whole grid cells, so the phase is kept),
-  read in halves, shifted off the grid by a few px, and framed by black or grey (the phase kept);
+  one side at a time or all four, read in halves or only its centre, shifted off the grid by a few px, and framed by
+  black or grey (the phase kept);
 - the RMS difference from the original decoder's output by distance from the border: where the code's energy sits.
 Seconds are wall-clock on the machine it runs on. Writes benchmarks/results/border_reliance.json.
 """
@@ -32,6 +33,10 @@ def views(size: int) -> dict:
     out = {"whole": lambda x: x}
     out |= {f"borders cut, {c} px": (lambda c: lambda x: x[:, c:-c, c:-c])(c) for c in (8, 16, 32, 64)}
     out |= {"left half": lambda x: x[..., :half], "right half": lambda x: x[..., half:]}
+    sides = {"left": np.s_[..., 32:], "right": np.s_[..., :-32], "top": np.s_[..., 32:, :]}
+    sides["bottom"] = np.s_[..., :-32, :]
+    out |= {f"{side} 32 px cut": (lambda s: lambda x: x[s])(cut) for side, cut in sides.items()}
+    out |= {"centre, half the side": lambda x: x[..., half // 2 : half // 2 + half, half // 2 : half // 2 + half]}
     out |= {
         f"shifted {a},{b} px": (lambda a, b: lambda x: x[:, a:, b:])(a, b) for a, b in ((0, 1), (1, 1), (4, 4), (8, 8))
     }

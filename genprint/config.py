@@ -132,6 +132,10 @@ class TrainConfig:
     # px (a multiple of 8): each window is decoded this much larger and the reader reads a `crop`-px window of it at a
     # random offset (any px), so no position in the decoder's output, its borders included, is where the code is read
     read_jitter: int = 0
+    # px (samples for sound) at each edge of a decoded window that the reader sees as the original decoder's output:
+    # the decoder's zero padding makes its output's edges a cue reaching tens of px inwards, which no jitter removes;
+    # with a band the code has to be read from the interior
+    read_band: int = 0
     # Steps a window's reference decode serves (training.TargetPool); 1: always fresh
     reference_reuse: int = 1
     # Each latent crop decoded with a code and its complement (docs/research.md, Training)
@@ -205,6 +209,11 @@ class TrainConfig:
             raise GenprintError(
                 f"crop must be a multiple of 8 and at least {least} px (the extractor's {MIN_SIZE} px minimum, "
                 f"and {INTERIOR} px inside its margin of {margin} px), or a list of such sizes; got {self.crop}"
+            )
+        if not 0 <= 2 * self.read_band < min(crops) + self.read_jitter:
+            raise GenprintError(
+                f"read_band must be at least 0 and leave some of each decoded window (crop {self.crop} + read_jitter "
+                f"{self.read_jitter}) outside it; got {self.read_band}"
             )
 
     @property

@@ -211,6 +211,14 @@ class Trainer:
         with torch.no_grad(), self.autocast():
             return self.model.decode_reference(latents).float()
 
+    def _banded(self, images: torch.Tensor, reference: torch.Tensor, then: Callable) -> torch.Tensor:
+        """`images` with `read_band` px at each edge replaced by the original decoder's output (read_band): the border
+        carries no code, so the reader learns to read the interior."""
+        band, dims = self.config.read_band, self.media.dims
+        inner = torch.zeros(images.shape[-dims:], dtype=torch.bool, device=images.device)
+        inner[(slice(band, -band),) * dims] = True
+        return then(torch.where(inner, images, reference))
+
     def _read_window(self, images: torch.Tensor, crop: int, then: Callable) -> torch.Tensor:
         """A `crop`-px window of each image at a random offset: what the reader reads (read_jitter)."""
         span = images.shape[-1] - crop + 1
@@ -274,6 +282,8 @@ class Trainer:
         attack = partial(self.attacks, strength=strength)
         if cfg.read_jitter:
             attack = partial(self._read_window, crop=crop, then=attack)
+        if cfg.read_band:
+            attack = partial(self._banded, reference=target, then=attack)
         # forward and backward through the noisy weights, the update on the clean ones
         with noisy_parameters(self.model.decoder, *noise) if noise is not None else contextlib.nullcontext():
             with self.autocast():

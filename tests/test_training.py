@@ -169,6 +169,31 @@ def test_read_jitter_decodes_larger_windows_and_reads_them_at_random_offsets(pho
         load_config("tiny", {"read_jitter": 12})
 
 
+def test_read_band_shows_the_reader_no_code_at_the_decoders_edges(photos):
+    """With read_band the reader's view carries the original decoder's output within the band (the same for a code and
+    its complement) and the fingerprinted decode inside it; the band passes no gradient back to the decoder."""
+    cfg = {"holdout": 0.0, "complementary_pairs": True, "read_band": 16, "crop": 96}
+    trainer = Trainer(load_config("tiny", cfg), photos=photos)
+    for affine in trainer.model.mapping.affines:  # a code that shows (a new mapping is the identity)
+        torch.nn.init.normal_(affine.weight, std=0.1)
+    read = []
+    forward = trainer.model.extractor.forward
+    trainer.model.extractor.forward = lambda images: read.append(images) or forward(images)
+    trainer.train_step()
+    (seen,) = read
+    code, complement = seen.detach().chunk(2)
+    inside = np.s_[..., 16:-16, 16:-16]
+    band = torch.ones(seen.shape[-2:], dtype=torch.bool)
+    band[16:-16, 16:-16] = False
+    assert torch.equal(code[..., band], complement[..., band])
+    assert (code[inside] - complement[inside]).abs().amax() > 1e-3
+    decoded = torch.rand(2, 3, 96, 96, requires_grad=True)
+    trainer._banded(decoded, torch.rand(2, 3, 96, 96), then=lambda x: x).sum().backward()
+    assert torch.equal(decoded.grad[..., band], torch.zeros(2, 3, int(band.sum()))) and bool(decoded.grad[inside].all())
+    with pytest.raises(GenprintError, match="read_band"):
+        load_config("tiny", {"read_band": 32})  # a 64 px crop would be all band
+
+
 def test_bad_configs_are_refused(tmp_path):
     with pytest.raises(GenprintError, match="unknown settings"):
         load_config("tiny", {"stepz": 3})
