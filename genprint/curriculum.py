@@ -12,7 +12,8 @@ StegaStamp hold the image loss until the message is learned):
 The quality weight is a Lagrange multiplier for "PSNR >= target": its logarithm rises while the stream's PSNR is
 under the target and falls while it is over. It rises only while the stream reads at or above the current stage's
 gate: when tightening quality has pushed the code under its gate, the weight holds until accuracy recovers instead of
-winding up (docs/training.md has the run where it did and squeezed the code). A quality the code cannot bear at
+winding up (docs/training.md has the run where it did and squeezed the code). Under psnr[0], the least quality the
+recipe accepts, it rises whatever the stream reads. A quality the code cannot bear at
 the gate is therefore never forced: the run stays near the best PSNR it reads at the gate.
 All of it is state that checkpoints carry, so a resumed run continues the curriculum where it stood.
 """
@@ -115,7 +116,7 @@ class Curriculum:
         stage = self.stage
         at_gate = stage is None or self.accuracy >= getattr(c, stage).gate
         change = c.weight_rate * (self.psnr_target - psnr)
-        if change < 0 or at_gate:
+        if change < 0 or at_gate or psnr < c.psnr[0]:  # under the recipe's least quality it rises whatever the stream
             wmin, wmax = c.weight[1], c.weight[2]
             self.log_weight = min(max(self.log_weight + change, math.log(wmin)), math.log(wmax))
         lagging = stage == "quality" and self.psnr < self.psnr_target - c.psnr_lag  # the target waits for the stream

@@ -481,10 +481,12 @@ def test_curriculum_advances_only_while_the_stream_reads_above_its_gate():
 
 
 def test_quality_weight_holds_while_the_code_is_under_its_gate():
-    """No wind-up: a stream squeezed under the gate stops the weight rising (it may still fall) until it recovers."""
+    """No wind-up: a stream squeezed under the gate stops the weight rising (it may still fall) until it recovers;
+    under the least quality the recipe accepts (psnr[0]) it rises all the same."""
     from genprint.curriculum import Curriculum, CurriculumConfig
 
-    c = Curriculum(CurriculumConfig.parse({"smoothing": 1, "psnr": [30, 30], "weight_rate": 0.1}))
+    c = Curriculum(CurriculumConfig.parse({"smoothing": 1, "psnr": [20, 30], "weight_rate": 0.1}))
+    c.progress["quality"] = 1.0  # the target at 30 dB; the attack stage's gate is 0.9 as well
     c.update(0.95, 25.0, 1)  # at the gate (0.9), under the target: the weight rises
     risen = c.quality_weight
     assert risen == pytest.approx(np.exp(0.5))
@@ -495,11 +497,13 @@ def test_quality_weight_holds_while_the_code_is_under_its_gate():
     assert c.quality_weight == pytest.approx(1.0)
     c.update(0.95, 25.0, 51)
     assert c.quality_weight == pytest.approx(risen)
+    c.update(0.6, 19.0, 52)  # under the gate but under psnr[0]: it rises
+    assert c.quality_weight == pytest.approx(risen * np.exp(1.1))
     old = c.state_dict()
     del old["psnr"]  # a checkpoint written before the smoothed PSNR was state
     again = Curriculum(c.config)
     again.load_state_dict(old)
-    again.update(0.95, 29.5, 52)
+    again.update(0.95, 29.5, 53)
     assert again.psnr == 29.5
 
 
