@@ -13,8 +13,8 @@ The quality weight is a Lagrange multiplier for "PSNR >= target": its logarithm 
 under the target and falls while it is over. It rises only while the stream reads at or above the current stage's
 gate: when tightening quality has pushed the code under its gate, the weight holds until accuracy recovers instead of
 winding up (docs/training.md has the run where it did and squeezed the code). Under psnr[0], the least quality the
-recipe accepts, it rises whatever the stream reads. A quality the code cannot bear at
-the gate is therefore never forced: the run stays near the best PSNR it reads at the gate.
+recipe accepts, it rises whatever the stream reads. A quality the code cannot bear at the gate is therefore never
+forced: the run stays near the best PSNR it reads at the gate.
 All of it is state that checkpoints carry, so a resumed run continues the curriculum where it stood.
 """
 

@@ -9,7 +9,6 @@ then measure its null: `genprint calibrate` (no --model) writes the calibration.
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -43,9 +42,6 @@ def main() -> int:
     if license_text is None:
         sys.exit("error: TAEF2's LICENSE not found (GENPRINT_SHARED): the shipped bundle needs it beside its weights")
     (out / "LICENSE-TAEF2").write_text(NOTICE + license_text)
-    stale = out / "calibration.json"  # the previous bundle's null, not this one's
-    if stale.exists() and json.loads(stale.read_text()).get("model_id") != load_bundle(out).bundle_config["model_id"]:
-        stale.unlink()
     size = sum(p.stat().st_size for p in out.iterdir())
     print(f"shipped {out} (model {load_bundle(out).bundle_config['model_id']}, {size / 2**20:.1f} MiB)")
     if not (out / "calibration.json").exists():
