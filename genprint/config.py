@@ -165,6 +165,10 @@ class TrainConfig:
     code_shrink: float = 0.0
     # Accuracy-keyed stages (genprint.curriculum); replaces quality_weight and attack_strength
     curriculum: dict | None = None
+    # A bundle (a folder, or "default": the shipped one) whose decoder, mapping and extractor weights start the run:
+    # fine-tuning instead of training from TAEF2 alone. Its architecture must be the config's; the optimiser and the
+    # curriculum start fresh. A checkpoint to resume from wins over it
+    init: str | None = None
     checkpoint_every: int = 200
     log_every: int = 10
     validate_every: int = 0  # held-out bit accuracy and PSNR every N steps, into the learning curve (0: never)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from genprint.attacks import TrainAttacks
-from genprint.bundle import save_bundle
+from genprint.bundle import load_bundle, save_bundle
 from genprint.config import TrainConfig, load_config
 from genprint.curriculum import Curriculum, CurriculumConfig
 from genprint.data import LatentBank, resolve_photos, split
@@ -32,7 +32,7 @@ from genprint.evaluation import crop_metrics, held_out_crops
 from genprint.generators import load_adapter_source
 from genprint.metrics import bit_accuracy, psnr, ssim
 from genprint.model import GenprintModel, default_device
-from genprint.settings import taef2_dir
+from genprint.settings import default_bundle_dir, taef2_dir
 from genprint.weights import noisy_parameters
 
 log = logging.getLogger(__name__)
@@ -134,6 +134,8 @@ class Trainer:
         random.seed(seed)
         np.random.seed(seed)
         self.model = build_model(config).to(self.device)
+        if config.init:
+            self._init_from(config.init)
         self.joint: torch.nn.Module = self.model
         self.photos = photos
         self.media = media(self.model.adapter.modality)
@@ -188,6 +190,18 @@ class Trainer:
         # Metrics across ranks (pipelines.ray_train sets the all-reduce); one process keeps its own.
         self.reduce: Callable[[dict[str, float]], dict[str, float]] = lambda metrics: metrics
         self.train_seconds = 0.0  # time spent in training steps, across resumes (the learning curve's hours)
+
+    def _init_from(self, source: str) -> None:
+        """Start from a bundle's trained decoder, mapping and extractor (config `init`)."""
+        path = default_bundle_dir() if source == "default" else Path(source)
+        trained = load_bundle(path)
+        for name in ("decoder", "mapping", "extractor"):
+            try:
+                getattr(self.model, name).load_state_dict(getattr(trained, name).state_dict())
+            except RuntimeError as exc:
+                detail = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
+                raise GenprintError(f"init: the {name} of {path} is not this config's ({detail})") from None
+        log.info("weights from bundle %s (model %s)", path, trained.bundle_config["model_id"])
 
     def wrap(self, fn: Callable[[torch.nn.Module], torch.nn.Module]) -> None:
         self.joint = fn(self.model)

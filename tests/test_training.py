@@ -557,6 +557,21 @@ def test_training_ends_when_the_curriculum_has_run_all_its_stages(photos, tmp_pa
     assert again.step == 6 and torch.equal(params(again), params(trainer))
 
 
+def test_init_starts_from_a_bundles_weights_and_refuses_another_architecture(photos, tmp_path):
+    """`init` fine-tunes a trained bundle: its decoder, mapping and extractor, not TAEF2's and fresh ones; a bundle of
+    another architecture is refused by name."""
+    cfg = load_config("tiny", {"holdout": 0.0, "decoder_lr": 0.01})
+    trained = Trainer(cfg, photos=photos)
+    trained.run(steps=2, progress=False)
+    trained.save_bundle(tmp_path / "bundle")
+    started = Trainer(load_config("tiny", {"holdout": 0.0, "init": str(tmp_path / "bundle")}), photos=photos)
+    assert torch.equal(params(started), params(trained))
+    assert not torch.equal(params(Trainer(cfg, photos=photos)), params(trained))
+    wider = {"holdout": 0.0, "init": str(tmp_path / "bundle"), "extractor": {**cfg.extractor, "width": 24}}
+    with pytest.raises(GenprintError, match="init: the extractor of"):
+        Trainer(load_config("tiny", wider), photos=photos)
+
+
 def test_target_pool_reuses_each_reference_decode(photos):
     trainer = Trainer(
         load_config("tiny", {"holdout": 0.0, "batch_size": 4, "reference_reuse": 2, "precision": "fp32"}), photos=photos
