@@ -140,6 +140,10 @@ class TrainConfig:
     reference_reuse: int = 1
     # Each latent crop decoded with a code and its complement (docs/research.md, Training)
     complementary_pairs: bool = False
+    # With complementary pairs: weight of the MSE between each pair's mean and the original decoder's output. The mean
+    # carries no bit (the code's odd part cancels in it), so this prices only the code-independent drift, which the
+    # quality weight at its minimum lets grow and the quality stage must later undo; 0 off
+    drift_weight: float = 0.0
     holdout: float = 0.2  # fraction of photos kept for evaluation (stable by file name)
     generator: dict = field(default_factory=lambda: {"family": "taef2", "source": None})
     modulate: list[str] | None = None  # glob patterns over decoder conv names; None: the family's default
@@ -184,6 +188,8 @@ class TrainConfig:
             raise GenprintError("steps and batch_size must be positive")
         if self.complementary_pairs and self.batch_size % 2:
             raise GenprintError(f"complementary_pairs needs an even batch_size, got {self.batch_size}")
+        if self.drift_weight < 0 or (self.drift_weight and not self.complementary_pairs):
+            raise GenprintError(f"drift_weight must be >= 0 and needs complementary_pairs; got {self.drift_weight}")
         if self.precision not in PRECISIONS:
             raise GenprintError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.curriculum is not None:

@@ -309,6 +309,10 @@ class Trainer:
             mse = F.mse_loss(images, target)
             structural = self.media.structure_loss(images, target)
             loss = cfg.bit_weight.at(step) * bce + quality_weight * (mse + cfg.ssim_weight * structural)
+            if cfg.drift_weight:
+                half = len(images) // 2  # a code, then its complement, of the same windows
+                drift = F.mse_loss((images[:half] + images[half:]) / 2, target[:half])
+                loss = loss + cfg.drift_weight * drift
             if not torch.isfinite(loss):
                 raise GenprintError(
                     f"loss became {loss.item()} at step {step}: lower the learning rates or the scale range"

@@ -147,6 +147,26 @@ def test_complementary_pairs_decode_each_crop_with_a_code_and_its_complement(pho
     assert torch.equal(bits[half:], 1 - bits[:half])
 
 
+def test_drift_weight_keeps_each_pairs_mean_near_the_original_decoder(photos):
+    """drift_weight prices what a code and its complement share: with it, the pairs' mean drifts less from the
+    original decoder's output than without, under the same steps, codes and latents."""
+    cfg = {"holdout": 0.0, "complementary_pairs": True, "decoder_lr": 1e-3, "mapping": {"scale_range": 0.5}}
+    drifts = []
+    for weight in (0.0, 10.0):
+        trainer = Trainer(load_config("tiny", {**cfg, "drift_weight": weight}), photos=photos)
+        for _ in range(12):
+            trainer.train_step()
+        latents, target = trainer.targets[trainer.config.crops[0]].sample(4)
+        bits = torch.randint(0, 2, (4, trainer.config.nbits), generator=torch.Generator().manual_seed(0)).float()
+        trainer.model.eval()
+        with torch.no_grad():
+            mean = (trainer.model.decode(latents, bits) + trainer.model.decode(latents, 1 - bits)) / 2
+        drifts.append(torch.nn.functional.mse_loss(mean, target).item())
+    assert drifts[1] < 0.5 * drifts[0]
+    with pytest.raises(GenprintError, match="drift_weight"):
+        load_config("tiny", {"drift_weight": 1.0})  # no pairs to take the mean of
+
+
 def test_read_jitter_decodes_larger_windows_and_reads_them_at_random_offsets(photos, tmp_path):
     """The reader sees `crop`-px windows cut at any offset from decodes `read_jitter` px larger; a checkpoint without
     jitter resumes with it (its reference pools refilled at the new size)."""
