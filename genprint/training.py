@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -108,6 +109,14 @@ def build_model(config: TrainConfig) -> GenprintModel:
     return GenprintModel.create(
         adapter, config.nbits, modulate=config.modulate, mapping=config.mapping, extractor=config.extractor
     )
+
+
+def counted_seconds(elapsed: float, recent: deque) -> float:
+    """A step's seconds as the learning curve's hours count them: at most 5x the median of the `recent` steps (which it
+    joins), so a step that spans a pause (a stopped process, a side job) counts as a slow step, not as the pause."""
+    typical = float(np.median(recent)) if len(recent) >= 5 else elapsed
+    recent.append(elapsed)
+    return min(elapsed, 5 * typical)
 
 
 class Trainer:
@@ -371,6 +380,7 @@ class Trainer:
             else None
         )
         window: list[dict] = []
+        recent: deque[float] = deque(maxlen=50)  # the last steps' seconds
         summary: dict[str, float] = {}
         columns = [
             TextColumn("[bold]train[/]"),
@@ -385,7 +395,7 @@ class Trainer:
             while self.step < total and not self.curriculum_done:
                 started = time.perf_counter()
                 window.append(self.train_step())
-                self.train_seconds += time.perf_counter() - started
+                self.train_seconds += counted_seconds(time.perf_counter() - started, recent)
                 last = self.step == total or self.curriculum_done
                 if self.step % self.config.log_every == 0 or last:
                     summary = {k: float(np.mean([m[k] for m in window])) for k in window[0]}

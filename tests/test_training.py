@@ -592,6 +592,17 @@ def test_init_starts_from_a_bundles_weights_and_refuses_another_architecture(pho
         Trainer(load_config("tiny", wider), photos=photos)
 
 
+def test_a_step_that_spans_a_pause_counts_as_a_slow_step():
+    from collections import deque
+
+    from genprint.training import counted_seconds
+
+    recent = deque(maxlen=50)
+    assert [counted_seconds(s, recent) for s in (0.5, 0.7, 0.6, 0.6, 0.6)] == [0.5, 0.7, 0.6, 0.6, 0.6]
+    assert counted_seconds(600.0, recent) == 3.0  # a 10-minute stop in the middle of a 0.6 s step
+    assert counted_seconds(1.5, recent) == 1.5  # a larger crop's step counts in full
+
+
 def test_target_pool_reuses_each_reference_decode(photos):
     trainer = Trainer(
         load_config("tiny", {"holdout": 0.0, "batch_size": 4, "reference_reuse": 2, "precision": "fp32"}), photos=photos
