@@ -177,14 +177,18 @@ def check_file(path: Path, expected: str) -> None:
         raise GenprintError(f"{path} does not match the sha256 its bundle's config.json records: corrupted or replaced")
 
 
+def load_error_detail(exc: Exception) -> str:
+    """The line of a failed state-dict load that says what differs (torch puts it after a header line)."""
+    lines = str(exc).splitlines()
+    return next((line.strip() for line in lines[1:] if line.strip()), lines[0] if lines else "")
+
+
 def _load_into(module: torch.nn.Module, path: Path, expected: str) -> None:
     check_file(path, expected)
     try:
         module.load_state_dict(load_file(path))
     except (SafetensorError, OSError, RuntimeError) as exc:
-        lines = str(exc).splitlines()
-        detail = next((line.strip() for line in lines[1:] if line.strip()), lines[0] if lines else "")
-        raise GenprintError(f"{path} does not match the bundle's config ({detail})") from None
+        raise GenprintError(f"{path} does not match the bundle's config ({load_error_detail(exc)})") from None
 
 
 def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> GenprintModel:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from genprint.attacks import TrainAttacks
-from genprint.bundle import load_bundle, save_bundle
+from genprint.bundle import load_bundle, load_error_detail, save_bundle
 from genprint.config import TrainConfig, load_config
 from genprint.curriculum import Curriculum, CurriculumConfig
 from genprint.data import LatentBank, resolve_photos, split
@@ -208,7 +208,7 @@ class Trainer:
             try:
                 getattr(self.model, name).load_state_dict(getattr(trained, name).state_dict())
             except RuntimeError as exc:
-                detail = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
+                detail = load_error_detail(exc)
                 raise GenprintError(f"init: the {name} of {path} is not this config's ({detail})") from None
         log.info("weights from bundle %s (model %s)", path, trained.bundle_config["model_id"])
 
