@@ -267,3 +267,7 @@ def test_render_extract_and_eval_take_sound_files_with_an_audio_bundle(tmp_path,
     # clips shorter than the read are skipped, not padded with silence: here every clip lasts 1.5 s
     assert main(["eval", *eval_args, "--seconds", "2", "--out", str(tmp_path / "e3")]) == 2
     assert "lasts 2 s: read fewer seconds" in capsys.readouterr().err and not (tmp_path / "e3").exists()
+    # the image evaluation's options mean nothing for sound: said, not silently ignored
+    assert main(["eval", *eval_args, "--size", "64", "--samples-per-photo", "2", "--out", str(tmp_path / "e4")]) == 2
+    err = capsys.readouterr().err
+    assert "--size, --samples-per-photo: for image bundles" in err and not (tmp_path / "e4").exists()

@@ -34,8 +34,8 @@ def evaluate_audio(
     seed: int = 0,
     seconds: float = HELD_OUT_SECONDS,
 ) -> dict:
-    """The report of `genprint eval` for an audio bundle: the first `seconds` of each held-out clip (padded with
-    silence when shorter) rendered for a random registered user, read clean and under each attack."""
+    """The report of `genprint eval` for an audio bundle: the first `seconds` of the first `clips` held-out clips that
+    last that long, each rendered for a random registered user, read clean and under each attack."""
     if seconds * RATE < MIN_SAMPLES:
         raise GenprintError(f"--seconds must be at least {MIN_SAMPLES / RATE:g} (the reader's shortest clip)")
     suite = attack_suite()

@@ -13,14 +13,19 @@ def add_parser(sub) -> None:
     p.add_argument("--users", type=int, default=d.users, help="registered users to attribute against")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--fpr", type=float, default=d.fpr, help="false-positive rate per query for the decision")
-    p.add_argument("--size", type=int, default=d.size, help="centre-crop size of the evaluation images")
+    p.add_argument("--size", type=int, help=f"centre-crop size of the evaluation images (default {d.size})")
     p.add_argument("--seconds", type=float, help="audio bundles: seconds read of each held-out clip (default 2)")
-    p.add_argument("--samples-per-photo", type=int, default=d.samples_per_photo)
     p.add_argument(
-        "--photos", type=int, help="only the first N held-out photos (default: all; for the slow inversion reader)"
+        "--samples-per-photo", type=int, help=f"users each photo is rendered for (default {d.samples_per_photo})"
+    )
+    p.add_argument(
+        "--photos",
+        type=int,
+        help="only the first N held-out photos (default: all; for the slow inversion reader); "
+        "audio bundles: N held-out clips (default 64)",
     )
     p.add_argument("--holdout", type=float, help="override the held-out fraction (0: evaluate on every photo)")
-    p.add_argument("--suites", default=",".join(d.suites), help="attack suites, comma separated")
+    p.add_argument("--suites", help=f"attack suites, comma separated (default {','.join(d.suites)})")
     p.add_argument(
         "--attacks",
         help="only these attacks of the suites, comma separated (default: all; "
@@ -39,12 +44,6 @@ def run(args) -> int:
     from genprint.evaluation import EvalSettings, evaluate
     from genprint.model import default_device
 
-    suites = tuple(s for s in args.suites.split(",") if s)
-    unknown = set(suites) - set(ATTACK_SUITES)
-    if unknown:
-        raise GenprintError(f"unknown attack suites {sorted(unknown)}; known: {sorted(ATTACK_SUITES)}")
-    if args.users < args.samples_per_photo:
-        raise GenprintError("--users must be at least --samples-per-photo")
     if args.photos is not None and args.photos < 1:
         raise GenprintError(f"--photos must be at least 1, got {args.photos}")
     bundle = model_dir(args)
@@ -55,6 +54,21 @@ def run(args) -> int:
 
         if args.reader != "cnn":
             raise GenprintError(f"audio bundles are read by the cnn reader only, not {args.reader!r}")
+        image_only = [
+            flag
+            for flag, value in (
+                ("--size", args.size),
+                ("--samples-per-photo", args.samples_per_photo),
+                ("--holdout", args.holdout),
+                ("--suites", args.suites),
+            )
+            if value is not None
+        ]
+        if image_only:
+            raise GenprintError(
+                f"{', '.join(image_only)}: for image bundles; an audio bundle reads --photos held-out clips "
+                "for --seconds each, under the audio attack suite"
+            )
         report = evaluate_audio(
             model,
             args.data,
@@ -69,11 +83,18 @@ def run(args) -> int:
         return 0
     if args.seconds is not None:
         raise GenprintError("--seconds is for audio bundles; images are read at --size")
+    d = EvalSettings()
+    suites = d.suites if args.suites is None else tuple(s for s in args.suites.split(",") if s)
+    if unknown := set(suites) - set(ATTACK_SUITES):
+        raise GenprintError(f"unknown attack suites {sorted(unknown)}; known: {sorted(ATTACK_SUITES)}")
+    samples_per_photo = d.samples_per_photo if args.samples_per_photo is None else args.samples_per_photo
+    if args.users < samples_per_photo:
+        raise GenprintError("--users must be at least --samples-per-photo")
     settings = EvalSettings(
         users=args.users,
         fpr=args.fpr,
-        size=args.size,
-        samples_per_photo=args.samples_per_photo,
+        size=d.size if args.size is None else args.size,
+        samples_per_photo=samples_per_photo,
         photos=args.photos,
         holdout=args.holdout,
         suites=suites,
