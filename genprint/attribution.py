@@ -2,7 +2,7 @@
 
 attributor = Attributor(make_reader(bundle, "cnn"), Registry(url))
 answers = attributor.attribute(images, scopes)              # registry Attribution objects, one per image
-rows = attribute_files(attributor, paths)                   # image files: one JSON-ready dict each, errors included
+rows = attribute_files(attributor, paths)                   # files: one JSON-ready dict each, errors included
 """
 
 from __future__ import annotations
@@ -185,12 +185,17 @@ class Attributor:
         }
 
 
-def load_images(paths: list[str | Path], max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[list, dict[int, str]]:
-    """(images, {index: error}) of image files: a file that is not a usable image gets its error, the rest load."""
+def load_images(
+    paths: list[str | Path], max_pixels: int = DEFAULT_MAX_PIXELS, audio: bool = False
+) -> tuple[list, dict[int, str]]:
+    """(images, {index: error}) of image files, or with `audio` of sound files (WAV, FLAC: mono (1, T) at genprint's
+    rate): a file that is not usable gets its error, the rest load."""
+    if audio:
+        from genprint.audio.signals import load_audio
     images, errors = [], {}
     for i, path in enumerate(paths):
         try:
-            images.append(load_image(path, max_pixels=max_pixels).numpy())
+            images.append((load_audio(path) if audio else load_image(path, max_pixels=max_pixels)).numpy())
         except GenprintError as exc:
             errors[i] = str(exc)
     return images, errors
@@ -220,9 +225,10 @@ def attribute_files(
     scope=None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     fpr: float | None = None,
+    audio: bool = False,
 ) -> list[dict]:
-    """Attribute image files. A bad file gives {"path", "error"} and the others still run."""
-    images, errors = load_images(paths, max_pixels)
+    """Attribute image files (sound files with `audio`). A bad file gives {"path", "error"} and the others still run."""
+    images, errors = load_images(paths, max_pixels, audio)
     good = [i for i in range(len(paths)) if i not in errors]
     answers = attributor.attribute(images, [scope] * len(images), fpr=fpr, labels=[str(paths[i]) for i in good])
     results = {i: {"path": str(paths[i]), "error": e} for i, e in errors.items()}

@@ -271,3 +271,37 @@ def test_render_extract_and_eval_take_sound_files_with_an_audio_bundle(tmp_path,
     assert main(["eval", *eval_args, "--size", "64", "--samples-per-photo", "2", "--out", str(tmp_path / "e4")]) == 2
     err = capsys.readouterr().err
     assert "--size, --samples-per-photo: for image bundles" in err and not (tmp_path / "e4").exists()
+
+
+def test_attribute_names_the_user_whose_code_a_sound_files_read_supports(tmp_path, capsys, monkeypatch):
+    """`genprint attribute` takes WAV/FLAC with an audio bundle: the read is the torch reader's, the answer the
+    registry's soft match against the users registered for that model; a file that is not sound gets its own error."""
+    import json
+
+    from genprint import evidence
+    from genprint.bundle import load_bundle, save_bundle
+    from genprint.cli import main
+    from genprint.fingerprint import from_hex, pack
+
+    monkeypatch.setenv("GENPRINT_DB", f"sqlite:///{tmp_path / 'registry.db'}")
+    monkeypatch.delenv("GENPRINT_API_KEY", raising=False)
+    bundle = str(save_bundle(audio_model(32), tmp_path / "bundle"))
+    assert main(["tenants", "create", "acme", "--json"]) == 0
+    key = json.loads(capsys.readouterr().out)["api_key"]
+    assert main(["users", "register", "--count", "6", "--model", bundle, "--api-key", key, "--json"]) == 0
+    codes = [json.loads(line)["fingerprint"] for line in capsys.readouterr().out.splitlines()]
+    save_audio(synthetic_voice(1.5, seed=0), tmp_path / "in" / "v.flac")
+    assert main(["render", "--model", bundle, "--fingerprint", codes[2], "--input", str(tmp_path / "in"),
+                 "--output", str(tmp_path / "out")]) == 0  # fmt: skip
+    rendered, not_sound = tmp_path / "out" / "v.wav", tmp_path / "notes.txt"  # render writes WAV
+    not_sound.write_text("not sound")
+    capsys.readouterr()
+    assert main(["attribute", "--model", bundle, "--json", str(rendered), str(not_sound)]) == 2
+    answer, refused = map(json.loads, capsys.readouterr().out.splitlines())
+    with torch.no_grad():
+        logits = load_bundle(bundle).extract(load_audio(rendered)[None]).numpy()[0]
+    words = pack(np.stack([from_hex(c) for c in codes]))
+    assert answer["extracted"] == "".join(f"{b:02x}" for b in np.packbits((logits > 0).astype(np.uint8)))
+    assert answer["fingerprint"] == codes[int(evidence.scores(words, logits).argmax())] and answer["rule"] == "soft"
+    assert answer["attributed"] == (answer["p_value"] <= 1e-6)
+    assert refused["path"] == str(not_sound) and "not an audio file" in refused["error"]

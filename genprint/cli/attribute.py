@@ -1,4 +1,4 @@
-"""`genprint attribute [--model BUNDLE] IMAGE...`: who made these images?"""
+"""`genprint attribute [--model BUNDLE] IMAGE...`: who made these images (or sound files, with an audio bundle)?"""
 
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ def add_parser(subparsers) -> None:
         "user of the model. Without an API key every tenant's users are searched "
         "(the distributor's view); with one, only that tenant's.",
     )
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG or WebP files")
+    parser.add_argument(
+        "images", nargs="+", metavar="IMAGE", help="PNG, JPEG or WebP files (WAV or FLAC for an audio bundle)"
+    )
     add_model_option(parser)
     parser.add_argument(
         "--json",
@@ -70,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         model_id=read_config(bundle)["model_id"],
     )
     max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
+    audio = read_config(bundle)["extractor"].get("modality") == "audio"
     with open_registry(args) as registry:
         scope = authenticated_tenant(registry, args, required=False)
         attributor = make_attributor(
@@ -82,14 +85,16 @@ def run(args: argparse.Namespace) -> int:
             escalate_p=args.escalate_p,
         )
         if args.collection:
-            images, errors = load_images(args.images, max_pixels)
+            images, errors = load_images(args.images, max_pixels, audio)
             good = [p for i, p in enumerate(args.images) if i not in errors]
             results = [{"path": args.images[i], "error": e} for i, e in sorted(errors.items())]
             if images:
                 answer = attributor.attribute_collection(images, scope, fpr=args.fpr, labels=good)
                 results.append(answer_row(f"collection of {len(images)}", answer) | {"paths": good})
         else:
-            results = attribute_files(attributor, args.images, scope=scope, max_pixels=max_pixels, fpr=args.fpr)
+            results = attribute_files(
+                attributor, args.images, scope=scope, max_pixels=max_pixels, fpr=args.fpr, audio=audio
+            )
     failed = 0
     for r in results:
         if args.json:
