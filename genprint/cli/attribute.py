@@ -65,14 +65,12 @@ def run(args: argparse.Namespace) -> int:
     from genprint.registry.store import DEFAULT_FPR
 
     bundle = model_dir(args)
+    config = read_config(bundle)
     calibration.check_fpr(
-        calibration.load(bundle),
-        args.fpr or DEFAULT_FPR,
-        strict=args.strict_fpr,
-        model_id=read_config(bundle)["model_id"],
+        calibration.load(bundle), args.fpr or DEFAULT_FPR, strict=args.strict_fpr, model_id=config["model_id"]
     )
     max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
-    audio = read_config(bundle)["extractor"].get("modality") == "audio"
+    audio = config["extractor"].get("modality") == "audio"
     with open_registry(args) as registry:
         scope = authenticated_tenant(registry, args, required=False)
         attributor = make_attributor(
