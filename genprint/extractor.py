@@ -96,6 +96,12 @@ def residual_layers(c_in: int, stages: list[list[int]]) -> list[nn.Module]:
     return layers
 
 
+def feature_stride(features: nn.Sequential) -> int:
+    """How many input px one cell of the net's last feature map spans: 2 for each strided layer on its main path."""
+    main = [m.body[0] if isinstance(m, ResidualBlock) else m for m in features]
+    return 2 ** sum(isinstance(m, nn.Conv2d) and m.stride[0] == 2 for m in main)
+
+
 class Extractor(nn.Module):
     """image (B, 3, H, W) in [0, 1] -> bit logits (B, nbits).
 
@@ -107,7 +113,9 @@ class Extractor(nn.Module):
     (log-energy) as well as its mean. With `residual` (high-pass only), the net also reads the image minus its
     re-rendering by the original autoencoder (`attach_reference`). With `margin`, the net reads nothing within that many
     px of the image's edges (less where fewer than INTERIOR px would be left): the decoder's zero padding makes its own
-    output's border a cue that is easy to read and that any crop, pad or rotation removes.
+    output's border a cue that is easy to read and that any crop, pad or rotation removes. What it reads is trimmed
+    (bottom and right) to a multiple of the net's stride, the sizes it trains on: the last feature row and column of
+    any other size half-see zero padding, which pooling mixes into every bit (docs/results.md, default-r5).
     """
 
     def __init__(
@@ -151,6 +159,7 @@ class Extractor(nn.Module):
             self.features = nn.Sequential(*plain_layers(c_in, width, depth, downsamples, highpass))
             c_out = width
         self.head = nn.Linear(c_out * (2 if highpass else 1), nbits)
+        self.stride = feature_stride(self.features)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         check_images(images.shape)
@@ -184,17 +193,17 @@ class Extractor(nn.Module):
         self._reference = (render, multiple)
 
     def _inner(self, images: torch.Tensor) -> torch.Tensor:
-        """`images` without `margin` px at each edge, or as much of it as leaves INTERIOR px (in whole grid cells)."""
-        if not self.config["margin"]:
-            return images
-        step, margin = (self._reference[1] if self._reference else 1), self.config["margin"]
+        """`images` without `margin` px at each edge, or as much of it as leaves INTERIOR px (in whole grid cells),
+        trimmed to a multiple of the stride."""
+        step, margin, stride = (self._reference[1] if self._reference else 1), self.config["margin"], self.stride
         if torch.onnx.is_in_onnx_export():  # sizes as tensors: the exported cut stays a function of the input's size
             h, w = torch._shape_as_tensor(images)[-2:]
             cut = ((torch.minimum(h, w) - INTERIOR) // 2 // step * step).clamp(0, margin)
         else:
             h, w = images.shape[-2:]
             cut = min(max((min(h, w) - INTERIOR) // 2 // step * step, 0), margin)
-        return images[..., cut : h - cut, cut : w - cut]
+        kept_h, kept_w = (h - 2 * cut) // stride * stride, (w - 2 * cut) // stride * stride
+        return images[..., cut : cut + kept_h, cut : cut + kept_w]
 
     def _re_rendered(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self._reference is None:

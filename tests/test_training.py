@@ -360,6 +360,26 @@ def test_evaluation_suites_cover_the_issue():
 
 
 @pytest.mark.parametrize(
+    "config, stride",
+    [({"width": 8, "depth": 6, "highpass": True}, 4), ({"highpass": True, "margin": 8, "stages": [[8, 1]] * 4}, 8)],
+    ids=["plain", "stages-margin"],
+)
+def test_extractor_reads_any_size_as_whole_cells_of_its_stride(config, stride):
+    """A side that is not a multiple of the stride would leave a last feature row half on zero padding, and pooling
+    mixes it into every bit: the reader trims it (bottom and right), so such a size reads like the trimmed image."""
+    torch.manual_seed(0)
+    extractor = Extractor(32, **config).eval()
+    assert extractor.stride == stride
+    images = torch.rand(2, 3, 99, 91)
+    trimmed_h, trimmed_w = 99 // stride * stride, 91 // stride * stride
+    inside = images.clone()
+    inside[..., 40:42, 40:42] = 1
+    with torch.no_grad():
+        assert torch.equal(extractor(images), extractor(images[..., :trimmed_h, :trimmed_w]))
+        assert not torch.allclose(extractor(inside), extractor(images), atol=1e-4)
+
+
+@pytest.mark.parametrize(
     "extractor",
     [
         {"width": 16, "depth": 4, "downsamples": 2, "highpass": True},
