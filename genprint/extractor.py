@@ -195,15 +195,14 @@ class Extractor(nn.Module):
     def _inner(self, images: torch.Tensor) -> torch.Tensor:
         """`images` without `margin` px at each edge, or as much of it as leaves INTERIOR px (in whole grid cells),
         trimmed to a multiple of the stride."""
-        step, margin, stride = (self._reference[1] if self._reference else 1), self.config["margin"], self.stride
+        step, margin = (self._reference[1] if self._reference else 1), self.config["margin"]
         if torch.onnx.is_in_onnx_export():  # sizes as tensors: the exported cut stays a function of the input's size
             h, w = torch._shape_as_tensor(images)[-2:]
             cut = ((torch.minimum(h, w) - INTERIOR) // 2 // step * step).clamp(0, margin)
         else:
             h, w = images.shape[-2:]
             cut = min(max((min(h, w) - INTERIOR) // 2 // step * step, 0), margin)
-        kept_h, kept_w = (h - 2 * cut) // stride * stride, (w - 2 * cut) // stride * stride
-        return images[..., cut : cut + kept_h, cut : cut + kept_w]
+        return grid_crop(images[..., cut : h - cut, cut : w - cut], self.stride)
 
     def _re_rendered(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self._reference is None:
