@@ -9,6 +9,10 @@ rotation. On held-out photos (two fingerprints each, as `genprint eval` draws th
 - bit accuracy of the clean image read whole, with its borders cut off (in whole grid cells, so the phase is kept),
   one side at a time or all four, read in halves or only its centre, shifted off the grid by a few px, and framed by
   black or grey (the phase kept);
+- bit accuracy when the decoder's own edges move: the latent's left half decoded alone, and the image decoded inside
+  a frame of 128 px (the latent extended by reflection) and read without it. A code anchored to the decoder's zero
+  padding at any depth (not only the outermost px the cuts above remove) reads there as it does whole only if it
+  lies in the content;
 - the RMS difference from the original decoder's output by distance from the border: where the code's energy sits.
 Seconds are wall-clock on the machine it runs on. Writes benchmarks/results/border_reliance.json.
 """
@@ -45,6 +49,27 @@ def views(size: int) -> dict:
         for name, v in (("black", 0.0), ("grey", 0.5))
     }
     return out
+
+
+def decoder_edge_views(model, latents: torch.Tensor, bits: np.ndarray, frame: int = 128) -> dict[str, float]:
+    """Bit accuracy with the decoder's edges moved: the latents' left half decoded alone, and the whole decoded with
+    `frame` px more on each side (the latent reflected) and read without that frame."""
+    pad = frame // model.adapter.downscale
+    cases = {
+        "left half, decoded alone": (latents[..., : latents.shape[-1] // 2], np.s_[...]),
+        f"decoded in a {frame} px frame, read without it": (
+            F.pad(latents, (pad, pad, pad, pad), mode="reflect"),
+            np.s_[..., frame:-frame, frame:-frame],
+        ),
+    }
+    accuracy = {}
+    for name, (source, inside) in cases.items():
+        read = [
+            (model.extract(model.decode(source[i : i + 8], bits[i : i + 8])[inside]) > 0).numpy()
+            for i in range(0, len(source), 8)
+        ]
+        accuracy[name] = float((np.concatenate(read) == bits).mean())
+    return accuracy
 
 
 def band_rms(difference: torch.Tensor) -> dict[str, float]:
@@ -84,17 +109,20 @@ def main() -> None:
     sources = torch.stack(photos).repeat_interleave(2, 0)
     bits = random_fingerprints(len(sources), model.nbits, rng=np.random.default_rng(0))
     with torch.no_grad():
+        latents = torch.cat([model.encode(sources[i : i + 8]) for i in range(0, len(sources), 8)])
         marked, original = [], []
         for i in range(0, len(sources), 8):  # 8 at a time: bounded memory
-            latents = model.encode(sources[i : i + 8])
-            marked.append(model.decode(latents, bits[i : i + 8]))
-            original.append(model.decode_reference(latents))
+            marked.append(model.decode(latents[i : i + 8], bits[i : i + 8]))
+            original.append(model.decode_reference(latents[i : i + 8]))
         marked, original = torch.cat(marked), torch.cat(original)
         accuracy = {}
         for name, view in views(args.size).items():
             read = np.concatenate([(model.extract(view(x)[None]) > 0).numpy() for x in marked])
             accuracy[name] = float((read == bits).mean())
             print(f"{name}: bit accuracy {accuracy[name]:.3f}", flush=True)
+        for name, value in decoder_edge_views(model, latents, bits).items():
+            accuracy[name] = value
+            print(f"{name}: bit accuracy {value:.3f}", flush=True)
     energy = band_rms(marked - original)
     print(
         "RMS difference from the original decoder by distance from the border: "

@@ -136,6 +136,10 @@ class TrainConfig:
     # the decoder's zero padding makes its output's edges a cue reaching tens of px inwards, which no jitter removes;
     # with a band the code has to be read from the interior
     read_band: int = 0
+    # px (a multiple of 8; images): each window is decoded inside this much latent context on each side and only the
+    # window is kept (genprint.framing), so no edge of the decoder is within reach of what is read or priced; at least
+    # the decoder's reach (145 px for TAE decoders) leaves it no edge to anchor a code to. 0: windows decoded alone
+    decode_frame: int = 0
     # Steps a window's reference decode serves (training.TargetPool); 1: always fresh
     reference_reuse: int = 1
     # Each latent crop decoded with a code and its complement (docs/research.md, Training)
@@ -220,6 +224,8 @@ class TrainConfig:
                 f"crop must be a multiple of 8 and at least {least} px (the extractor's {MIN_SIZE} px minimum, "
                 f"and {INTERIOR} px inside its margin of {margin} px), or a list of such sizes; got {self.crop}"
             )
+        if self.decode_frame < 0 or self.decode_frame % 8:
+            raise GenprintError(f"decode_frame must be a multiple of 8 px, at least 0; got {self.decode_frame}")
         if not 0 <= 2 * self.read_band < min(crops) + self.read_jitter:
             raise GenprintError(
                 f"read_band must be at least 0 and leave some of each decoded window (crop {self.crop} + read_jitter "

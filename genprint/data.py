@@ -108,26 +108,39 @@ def resolve_photos(data: str | Path | None) -> list[Path]:
 
 
 class LatentBank:
-    """Full-size latents of a set of photos; `sample` draws random latent windows with flips (`crop` px by default)."""
+    """Full-size latents of a set of photos; `sample` draws random latent windows with flips (`crop` px by default).
 
-    def __init__(self, encode, paths: list[Path], downscale: int, crop: int, seed: int = 0, device="cpu"):
-        if crop % downscale:
-            raise GenprintError(f"crop {crop} must be a multiple of the decoder's downscale factor {downscale}")
+    With a `frame` (px), each window comes with that much context on each side (genprint.framing): the photo's own
+    where it has it, else its reflection; the window itself always lies inside the photo."""
+
+    def __init__(
+        self, encode, paths: list[Path], downscale: int, crop: int, seed: int = 0, device="cpu", frame: int = 0
+    ):
+        if crop % downscale or frame % downscale:
+            raise GenprintError(
+                f"crop {crop} and frame {frame} must be multiples of the decoder's downscale factor {downscale}"
+            )
         self.downscale = downscale
-        self.window = crop // downscale
+        self.pad = frame // downscale
+        self.window = crop // downscale + 2 * self.pad
         self.latents = []
         with torch.no_grad():
             for p in paths:
                 img = load_rgb(p, multiple=downscale).to(device)
                 if min(img.shape[-2:]) < crop:
                     continue
-                self.latents.append(encode(img[None])[0])
+                z = encode(img[None])
+                if self.pad >= min(z.shape[-2:]):
+                    raise GenprintError(f"a frame of {frame} px is too wide to reflect a {p.name} of {crop} px")
+                if self.pad:
+                    z = torch.nn.functional.pad(z, (self.pad,) * 4, mode="reflect")
+                self.latents.append(z[0])
         if not self.latents:
             raise GenprintError(f"no training photo is at least {crop} px on each side")
         self.gen = torch.Generator().manual_seed(seed)
 
     def sample(self, batch: int, crop: int | None = None) -> torch.Tensor:
-        """`batch` windows of `crop` px (at most the bank's own crop; default: that)."""
+        """`batch` windows of `crop` px, the frame included (at most the bank's own window; default: that)."""
         out = []
         w = crop // self.downscale if crop else self.window
         if w > self.window:
