@@ -3,10 +3,11 @@
 
     .venv/bin/python scripts/training_curve.py CHECKPOINTS/curve.jsonl --out curve.png
 
-Top: held-out bit accuracy (256 px crops, read through the reader's margin) and the training stream's, against steps,
-with the curriculum's stages marked; bottom: held-out PSNR and the curriculum's PSNR target. The top axis gives the
-hours of training. Prints the rows as a table too. `--audio` labels an audio run's curve: its held-out rows read the
-first 2 s of 16 held-out clips, and its quality column is SNR against the original decoder.
+Top: held-out bit accuracy (256 px crops, read through the reader's margin; and, where the run records it, the same
+crops decoded inside a frame and read without it, so the decoder's edges are out of view) and the training stream's,
+against steps, with the curriculum's stages marked; bottom: held-out PSNR and the curriculum's PSNR target. The top
+axis gives the hours of training. Prints the rows as a table too. `--audio` labels an audio run's curve: its held-out
+rows read the first 2 s of 16 held-out clips, and its quality column is SNR against the original decoder.
 """
 
 import argparse
@@ -27,6 +28,8 @@ def main() -> None:
     rows = [rows[s] for s in sorted(rows)]
     for r in rows:
         held_out = f"held-out {r['held_out_bit_acc']:.3f} at {r['held_out_psnr']:.1f} dB"
+        if "held_out_framed_bit_acc" in r:
+            held_out += f" (framed {r['held_out_framed_bit_acc']:.3f})"
         stream = f"stream {r['stream_bit_acc']:.3f}"
         print(f"step {r['step']:>6}  {r['hours']:6.2f} h  {held_out}  {stream}  {r.get('stage', '')}")
 
@@ -39,6 +42,9 @@ def main() -> None:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True)
     held_out, quality = ("first 2 s of held-out clips", "SNR") if args.audio else ("256 px", "PSNR")
     top.plot(steps, [r["held_out_bit_acc"] for r in rows], "o-", ms=3, label=f"held-out bit accuracy ({held_out})")
+    framed = [(r["step"], r["held_out_framed_bit_acc"]) for r in rows if "held_out_framed_bit_acc" in r]
+    if framed:
+        top.plot(*zip(*framed), "s-", ms=3, label="held-out, decoded in a 128 px frame, read without it")
     top.plot(steps, [r["stream_bit_acc"] for r in rows], lw=0.8, alpha=0.6, label="training stream")
     top.axhline(0.99, color="k", ls="--", lw=0.6)
     top.set_ylim(0.45, 1.0)
