@@ -131,7 +131,8 @@ class LatentBank:
                     continue
                 z = encode(img[None])
                 if self.pad >= min(z.shape[-2:]):
-                    raise GenprintError(f"a frame of {frame} px is too wide to reflect a {p.name} of {crop} px")
+                    side = min(img.shape[-2:])
+                    raise GenprintError(f"a frame of {frame} px is too wide to reflect {p.name} ({side} px on a side)")
                 if self.pad:
                     z = torch.nn.functional.pad(z, (self.pad,) * 4, mode="reflect")
                 self.latents.append(z[0])
