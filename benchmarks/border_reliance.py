@@ -53,21 +53,21 @@ def views(size: int) -> dict:
 
 def decoder_edge_views(model, latents: torch.Tensor, bits: np.ndarray, frame: int = 128) -> dict[str, float]:
     """Bit accuracy with the decoder's edges moved: the latents' left half decoded alone, and the whole decoded with
-    `frame` px more on each side (the latent reflected) and read without that frame."""
-    pad = frame // model.adapter.downscale
+    `frame` px more on each side (the latent reflected) and read without that frame (genprint.framing)."""
+    from genprint.framing import framed_model, reflect_frame
+
+    framed_latents = reflect_frame(latents, frame, model.adapter.downscale)
     cases = {
-        "left half, decoded alone": (latents[..., : latents.shape[-1] // 2], np.s_[...]),
-        f"decoded in a {frame} px frame, read without it": (
-            F.pad(latents, (pad, pad, pad, pad), mode="reflect"),
-            np.s_[..., frame:-frame, frame:-frame],
-        ),
+        "left half, decoded alone": (latents[..., : latents.shape[-1] // 2], 0),
+        f"decoded in a {frame} px frame, read without it": (framed_latents, frame),
     }
     accuracy = {}
-    for name, (source, inside) in cases.items():
-        read = [
-            (model.extract(model.decode(source[i : i + 8], bits[i : i + 8])[inside]) > 0).numpy()
-            for i in range(0, len(source), 8)
-        ]
+    for name, (source, context) in cases.items():
+        with framed_model(model, context):
+            read = [
+                (model.extract(model.decode(source[i : i + 8], bits[i : i + 8])) > 0).numpy()
+                for i in range(0, len(source), 8)
+            ]
         accuracy[name] = float((np.concatenate(read) == bits).mean())
     return accuracy
 

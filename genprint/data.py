@@ -15,6 +15,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from genprint.errors import GenprintError
+from genprint.framing import reflect_frame
 from genprint.settings import cache_dir, photos_dir
 
 log = logging.getLogger(__name__)
@@ -133,9 +134,7 @@ class LatentBank:
                 if self.pad >= min(z.shape[-2:]):
                     side = min(img.shape[-2:])
                     raise GenprintError(f"a frame of {frame} px is too wide to reflect {p.name} ({side} px on a side)")
-                if self.pad:
-                    z = torch.nn.functional.pad(z, (self.pad,) * 4, mode="reflect")
-                self.latents.append(z[0])
+                self.latents.append(reflect_frame(z, frame, downscale)[0] if frame else z[0])
         if not self.latents:
             raise GenprintError(f"no training photo is at least {crop} px on each side")
         self.gen = torch.Generator().manual_seed(seed)
