@@ -5,9 +5,10 @@ accuracy is at or above the stage's gate (LaWa switches attacks on at an accurac
 StegaStamp hold the image loss until the message is learned):
 
   quality   the PSNR target rises from psnr[0] to psnr[1] dB, and only while the stream's smoothed PSNR is within
-            `psnr_lag` dB of it: the target never runs ahead of what the code has reached
+            `psnr_lag` dB of it: the target never runs ahead of what the code has reached; the learning rates fall
+            with it, log-linearly to `quality_lr_factor`: a fainter code needs finer steps (docs/training.md)
   attacks   the training attacks' strength rises from 0 to 1
-  cooldown  the learning rates fall to `factor` of their scheduled values
+  cooldown  the learning rates fall by a further `cooldown_factor`
 
 The quality weight is a Lagrange multiplier for "PSNR >= target": its logarithm rises while the stream's PSNR is
 under the target and falls while it is over. It rises only while the stream reads at or above the current stage's
@@ -41,7 +42,8 @@ class CurriculumConfig:
     weight: tuple[float, float, float] = (1.0, 0.01, 1000.0)  # quality weight: start, min, max
     weight_rate: float = 0.02  # change of log(weight) per step and dB off target
     psnr_lag: float = 1.0  # dB the smoothed stream PSNR may trail the target while the target still rises
-    cooldown_factor: float = 0.1  # learning rates at the end of the cooldown stage
+    quality_lr_factor: float = 1.0  # learning rates at the end of the quality stage
+    cooldown_factor: float = 0.1  # and at the end of the cooldown stage, relative to that
     quality: StageConfig = field(default_factory=StageConfig)
     attacks: StageConfig = field(default_factory=StageConfig)
     cooldown: StageConfig = field(default_factory=lambda: StageConfig(gate=0.0))
@@ -58,10 +60,17 @@ class CurriculumConfig:
             raise GenprintError(f"curriculum: {exc}") from None
         lo, hi = config.psnr
         w0, wmin, wmax = config.weight
-        if not lo <= hi or not 0 < wmin <= w0 <= wmax or config.smoothing < 1 or config.psnr_lag < 0:
+        if (
+            not lo <= hi
+            or not 0 < wmin <= w0 <= wmax
+            or config.smoothing < 1
+            or config.psnr_lag < 0
+            or config.quality_lr_factor <= 0
+            or config.cooldown_factor <= 0
+        ):
             raise GenprintError(
-                "curriculum: need psnr start <= end, 0 < weight min <= start <= max, smoothing >= 1 and psnr_lag >= 0;"
-                f" got {raw}"
+                "curriculum: need psnr start <= end, 0 < weight min <= start <= max, smoothing >= 1, psnr_lag >= 0 and"
+                f" positive lr factors; got {raw}"
             )
         for name in STAGES:
             stage = getattr(config, name)
@@ -105,7 +114,8 @@ class Curriculum:
 
     @property
     def lr_factor(self) -> float:
-        return 1 + (self.config.cooldown_factor - 1) * self.progress["cooldown"]
+        c, progress = self.config, self.progress
+        return c.quality_lr_factor ** progress["quality"] * (1 + (c.cooldown_factor - 1) * progress["cooldown"])
 
     def update(self, bit_accuracy: float, psnr: float, step: int) -> None:
         c = self.config

@@ -478,6 +478,29 @@ def test_smoke_training_raises_bit_accuracy_well_above_chance():
     ).mean()  # measured with `genprint eval --reader inversion`: docs/results.md
 
 
+def test_curriculum_lowers_the_learning_rates_with_the_quality_target():
+    from genprint.curriculum import Curriculum, CurriculumConfig
+
+    config = CurriculumConfig.parse(
+        {
+            "smoothing": 1,
+            "quality_lr_factor": 0.1,
+            "cooldown_factor": 0.5,
+            "quality": {"gate": 0.8, "steps": 2},
+            "attacks": {"gate": 0.8, "steps": 1},
+            "cooldown": {"steps": 2},
+        }
+    )
+    c = Curriculum(config)
+    factors = [c.lr_factor]
+    for step in range(1, 6):
+        c.update(0.9, 40.0, step)  # at the gate and over the target: every stage advances each step
+        factors.append(c.lr_factor)
+    assert factors == pytest.approx([1, 0.1**0.5, 0.1, 0.1, 0.075, 0.05])
+    with pytest.raises(GenprintError, match="positive lr factors"):
+        CurriculumConfig.parse({"quality_lr_factor": 0})
+
+
 def test_curriculum_advances_only_while_the_stream_reads_above_its_gate():
     from genprint.curriculum import Curriculum, CurriculumConfig
 
