@@ -140,6 +140,10 @@ class TrainConfig:
     # window is kept (genprint.framing), so no edge of the decoder is within reach of what is read or priced; at least
     # the decoder's reach (145 px for TAE decoders) leaves it no edge to anchor a code to. 0: windows decoded alone
     decode_frame: int = 0
+    # With decode_frame: weight of a second quality term on each step's coded windows decoded alone, the decoder's own
+    # edges within reach as in a whole image (framing.unframed), read by nothing; the curriculum steers the lower of
+    # the two PSNRs. Framed windows alone never price what the edges do to a whole image (docs/results.md); 0 off
+    edge_quality: float = 0.0
     # Steps a window's reference decode serves (training.TargetPool); 1: always fresh
     reference_reuse: int = 1
     # Each latent crop decoded with a code and its complement (docs/research.md, Training)
@@ -226,6 +230,8 @@ class TrainConfig:
             )
         if self.decode_frame < 0 or self.decode_frame % 8:
             raise GenprintError(f"decode_frame must be a multiple of 8 px, at least 0; got {self.decode_frame}")
+        if self.edge_quality < 0 or (self.edge_quality and not self.decode_frame):
+            raise GenprintError(f"edge_quality needs a decode_frame and must be at least 0; got {self.edge_quality}")
         if not 0 <= 2 * self.read_band < min(crops) + self.read_jitter:
             raise GenprintError(
                 f"read_band must be at least 0 and leave some of each decoded window (crop {self.crop} + read_jitter "

@@ -11,6 +11,7 @@ whole framed decode's (the trim's own zero padding stays out of reach too).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
 from collections.abc import Iterator
 
@@ -18,6 +19,8 @@ import torch
 from torch import nn
 
 from genprint.errors import GenprintError
+
+_UNFRAMED = contextvars.ContextVar("unframed", default=False)
 
 
 def _layers(decoder: nn.Module, downscale: int) -> list[tuple[str, nn.Module | None, float]]:
@@ -52,6 +55,8 @@ def framed(decoder: nn.Module, frame: int, downscale: int) -> Iterator[None]:
     window: list[int] = []  # the window's (height, width) in latent px, set by each call
 
     def remember(_module, args):
+        if _UNFRAMED.get():
+            return
         h, w = (side - 2 * pad for side in args[0].shape[-2:])
         if h < 1 or w < 1:
             raise GenprintError(f"latents {tuple(args[0].shape[-2:])} leave no window inside a frame of {pad} a side")
@@ -59,6 +64,8 @@ def framed(decoder: nn.Module, frame: int, downscale: int) -> Iterator[None]:
 
     def trim(x: torch.Tensor, px: float, margin: float) -> torch.Tensor:
         """`x` (feature px of `px` output px) cut to the window and `margin` output px around it."""
+        if _UNFRAMED.get():
+            return x
         keep = [round(side * downscale / px) + 2 * math.ceil(margin / px) for side in window]
         top, left = ((size - k) // 2 for size, k in zip(x.shape[-2:], keep))
         if top <= 0 and left <= 0:
@@ -76,6 +83,17 @@ def framed(decoder: nn.Module, frame: int, downscale: int) -> Iterator[None]:
     finally:
         for hook in hooks:
             hook.remove()
+
+
+@contextlib.contextmanager
+def unframed() -> Iterator[None]:
+    """Inside `framed`, decode as a whole image is decoded, the decoder's own edges included: how deployment renders,
+    so what a quality loss there prices is what users see."""
+    token = _UNFRAMED.set(True)
+    try:
+        yield
+    finally:
+        _UNFRAMED.reset(token)
 
 
 @contextlib.contextmanager

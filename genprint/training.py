@@ -10,6 +10,7 @@ import contextlib
 import fnmatch
 import json
 import logging
+import math
 import os
 import random
 import time
@@ -30,7 +31,7 @@ from genprint.curriculum import Curriculum, CurriculumConfig
 from genprint.data import LatentBank, resolve_photos, split
 from genprint.errors import GenprintError
 from genprint.evaluation import crop_metrics, held_out_crops
-from genprint.framing import framed_model, reflect_frame
+from genprint.framing import framed_model, reflect_frame, unframed
 from genprint.generators import load_adapter_source
 from genprint.metrics import bit_accuracy, psnr, ssim
 from genprint.model import GenprintModel, default_device
@@ -278,6 +279,18 @@ class Trainer:
         shrink = self.config.code_shrink * strength * torch.rand(n, generator=self.noise_gen).to(self.device)
         return torch.where(full, 1.0, 1 - shrink), full
 
+    def _edge_quality(self, latents: torch.Tensor, bits: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """(PSNR, quality loss) of the framed `latents`' windows decoded alone with `bits`, edges within reach as in a
+        whole image (edge_quality)."""
+        pad = self.config.decode_frame // self.model.adapter.downscale
+        window = latents[..., pad:-pad, pad:-pad]
+        with unframed():
+            target = self._reference(window)
+            with self.autocast():
+                images = self.model.decode(window, bits).float()
+        loss = F.mse_loss(images, target) + self.config.ssim_weight * self.media.structure_loss(images, target)
+        return self.media.quality_db(images.detach(), target).mean().item(), loss
+
     def train_step(self) -> dict[str, float]:
         """One step; with decode_frame every decode in it is of a window inside its frame (genprint.framing)."""
         with framed_model(self.model, self.config.decode_frame):
@@ -331,6 +344,9 @@ class Trainer:
                 half = len(images) // 2  # a code, then its complement, of the same windows
                 drift = F.mse_loss((images[:half] + images[half:]) / 2, target[:half])
                 loss = loss + cfg.drift_weight * drift
+            if cfg.edge_quality:
+                edge_psnr, edge_loss = self._edge_quality(latents[:n], bits[:n])
+                loss = loss + quality_weight * cfg.edge_quality * edge_loss
             if not torch.isfinite(loss):
                 raise GenprintError(
                     f"loss became {loss.item()} at step {step}: lower the learning rates or the scale range"
@@ -352,9 +368,12 @@ class Trainer:
                 "quality_weight": quality_weight,
                 "attack_strength": strength,
             }
+            if cfg.edge_quality:
+                metrics["edge_psnr"] = edge_psnr
         metrics = self.reduce(metrics)  # every rank updates its curriculum from the same numbers
         if self.curriculum is not None:
-            self.curriculum.update(metrics["bit_acc"], metrics["psnr"], self.step)
+            steered = min(metrics["psnr"], metrics.get("edge_psnr", math.inf))  # the lower, with edge_quality
+            self.curriculum.update(metrics["bit_acc"], steered, self.step)
         return metrics
 
     def run(
@@ -412,6 +431,8 @@ class Trainer:
                     info = (
                         f"bit_acc {summary['bit_acc']:.3f}  psnr {summary['psnr']:.1f} dB  loss {summary['loss']:.3f}"
                     )
+                    if "edge_psnr" in summary:
+                        info += f"  (decoded alone {summary['edge_psnr']:.1f} dB)"
                     if self.curriculum is not None:
                         c = self.curriculum.summary()
                         info += (

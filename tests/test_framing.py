@@ -9,7 +9,7 @@ from PIL import Image
 from genprint.config import load_config
 from genprint.data import LatentBank
 from genprint.errors import GenprintError
-from genprint.framing import decoder_reach, framed
+from genprint.framing import decoder_reach, framed, unframed
 from genprint.generators.tae import tae_decoder
 from genprint.training import Trainer
 
@@ -36,7 +36,10 @@ def test_a_framed_window_is_the_whole_framed_decode_without_its_frame(decoder):
         with framed(decoder, frame, 8):
             inside = decoder(latents)
         alone = decoder(latents[..., pad:-pad, pad:-pad])
+        with framed(decoder, frame, 8), unframed():  # as a whole image decodes, edges and all
+            alone_inside = decoder(latents[..., pad:-pad, pad:-pad])
     hook.remove()
+    assert torch.equal(alone_inside, alone)
     assert inside.shape == whole.shape == (2, 3, 48, 64)
     assert torch.allclose(inside, whole, atol=1e-5)
     assert (alone - whole).abs().amax() > 1e-3  # the decoder's zero padding reaches into a window decoded alone
@@ -80,14 +83,19 @@ def test_bank_windows_come_with_their_frame_and_lie_inside_the_photo(photo_dir):
 
 def test_training_with_a_frame_reads_and_prices_windows_decoded_inside_it(photo_dir):
     """decode_frame: the pool holds windows with their frame, the reader sees crop-size windows of what was decoded
-    inside it, and the quality target is the original decoder's output of the same framed window."""
+    inside it, and the quality target is the original decoder's output of the same framed window. edge_quality also
+    prices the coded windows decoded alone, which nothing reads, and the curriculum steers the lower PSNR."""
     cfg = {"holdout": 0.0, "complementary_pairs": True, "decode_frame": 16, "crop": 64, "reference_reuse": 2}
+    cfg |= {"edge_quality": 1.0, "curriculum": {"smoothing": 1}}
     cfg = load_config("tiny", {**cfg, "precision": "fp32"})
     trainer = Trainer(cfg, photos=photo_dir)
     read = []
     forward = trainer.model.extractor.forward
     trainer.model.extractor.forward = lambda images: read.append(images) or forward(images)
-    trainer.train_step()
+    trainer.train_step()  # the mapping starts at no code; one update gives it one
+    metrics = trainer.train_step()
+    assert len(read) == 2 and 0 < metrics["edge_psnr"] < 100 and metrics["edge_psnr"] != metrics["psnr"]
+    assert trainer.curriculum.psnr == min(metrics["psnr"], metrics["edge_psnr"])
     pool = trainer.targets[64]
     assert pool.latents.shape[-1] * 8 == 64 + 2 * 16 and pool.images.shape[-1] == 64
     with torch.no_grad():
@@ -98,3 +106,5 @@ def test_training_with_a_frame_reads_and_prices_windows_decoded_inside_it(photo_
     assert read[0].shape[-1] == 64
     with pytest.raises(GenprintError, match="decode_frame"):
         load_config("tiny", {"decode_frame": 12})
+    with pytest.raises(GenprintError, match="edge_quality needs a decode_frame"):
+        load_config("tiny", {"edge_quality": 1.0})
