@@ -192,10 +192,11 @@ class Trainer:
             crop: TargetPool(
                 self.bank,
                 self._place,
-                self._reference,
+                self._targets,
                 crop + jitter + 2 * frame,
                 self._windows(crop),
                 config.reference_reuse,
+                targets=1 + bool(config.edge_quality),
                 seed=seed + 11 + k,
             )
             for k, crop in enumerate(config.crops)
@@ -279,17 +280,33 @@ class Trainer:
         shrink = self.config.code_shrink * strength * torch.rand(n, generator=self.noise_gen).to(self.device)
         return torch.where(full, 1.0, 1 - shrink), full
 
-    def _edge_quality(self, latents: torch.Tensor, bits: torch.Tensor) -> tuple[float, torch.Tensor]:
-        """(PSNR, quality loss) of the framed `latents`' windows decoded alone with `bits`, edges within reach as in a
-        whole image (edge_quality)."""
-        pad = self.config.decode_frame // self.model.adapter.downscale
-        window = latents[..., pad:-pad, pad:-pad]
+    def _targets(self, latents: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The quality targets of framed `latents` (what TargetPool keeps): the original decoder's images of their
+        windows decoded in the frame and, with edge_quality, decoded alone."""
+        framed = self._reference(latents)
+        if not self.config.edge_quality:
+            return (framed,)
         with unframed():
-            target = self._reference(window)
-            with self.autocast():
-                images = self.model.decode(window, bits).float()
-        loss = F.mse_loss(images, target) + self.config.ssim_weight * self.media.structure_loss(images, target)
-        return self.media.quality_db(images.detach(), target).mean().item(), loss
+            return framed, self._reference(self._window(latents))
+
+    def _window(self, latents: torch.Tensor) -> torch.Tensor:
+        """Framed `latents` without their frame."""
+        pad = self.config.decode_frame // self.model.adapter.downscale
+        return latents[..., pad:-pad, pad:-pad]
+
+    def _quality_loss(self, images: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(quality loss, structural term): MSE + ssim_weight x (1 - SSIM), the STFT distance for sound."""
+        structural = self.media.structure_loss(images, target)
+        return F.mse_loss(images, target) + self.config.ssim_weight * structural, structural
+
+    def _edge_quality(
+        self, latents: torch.Tensor, bits: torch.Tensor, target: torch.Tensor
+    ) -> tuple[float, torch.Tensor]:
+        """(PSNR, quality loss) of the framed `latents`' windows decoded alone with `bits` against `target`, edges
+        within reach as in a whole image (edge_quality)."""
+        with unframed(), self.autocast():
+            images = self.model.decode(self._window(latents), bits).float()
+        return self.media.quality_db(images.detach(), target).mean().item(), self._quality_loss(images, target)[0]
 
     def train_step(self) -> dict[str, float]:
         """One step; with decode_frame every decode in it is of a window inside its frame (genprint.framing)."""
@@ -312,7 +329,7 @@ class Trainer:
             for module in self.model.extractor.modules():
                 if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                     module.eval()
-        latents, target = self.targets[crop].sample(n)
+        latents, target, *alone = self.targets[crop].sample(n)
         noise = self._weight_noise(step, strength)
         if noise is not None:  # quality target: the original decoder under the same draws (it prices the code only)
             with noisy_parameters(self.model.reference, *noise):
@@ -335,18 +352,17 @@ class Trainer:
                 images, logits = self.joint(latents, bits, attack=attack, strength=code_strength)
             images, logits = images.float(), logits.float()
             bce = F.binary_cross_entropy_with_logits(logits, bits)
+            edge_psnr, edge_loss = (  # each window with its own code, decoded alone
+                self._edge_quality(latents[:n], bits[:n], alone[0]) if cfg.edge_quality else (None, 0.0)
+            )
             if code_strength is not None:  # quality and the stream's figures: the codes read at full strength
                 images, target, logits, bits = images[full], target[full], logits[full], bits[full]
-            mse = F.mse_loss(images, target)
-            structural = self.media.structure_loss(images, target)
-            loss = cfg.bit_weight.at(step) * bce + quality_weight * (mse + cfg.ssim_weight * structural)
+            quality, structural = self._quality_loss(images, target)
+            loss = cfg.bit_weight.at(step) * bce + quality_weight * (quality + cfg.edge_quality * edge_loss)
             if cfg.drift_weight:
                 half = len(images) // 2  # a code, then its complement, of the same windows
                 drift = F.mse_loss((images[:half] + images[half:]) / 2, target[:half])
                 loss = loss + cfg.drift_weight * drift
-            if cfg.edge_quality:
-                edge_psnr, edge_loss = self._edge_quality(latents[:n], bits[:n])
-                loss = loss + quality_weight * cfg.edge_quality * edge_loss
             if not torch.isfinite(loss):
                 raise GenprintError(
                     f"loss became {loss.item()} at step {step}: lower the learning rates or the scale range"
@@ -361,14 +377,14 @@ class Trainer:
             metrics = {
                 "loss": loss.item(),
                 "bce": bce.item(),
-                "mse": mse.item(),
+                "mse": F.mse_loss(images, target).item(),
                 "bit_acc": bit_accuracy(logits, bits).mean().item(),
                 "psnr": self.media.quality_db(images, target).mean().item(),  # SNR for sound
                 "ssim": 1 - structural.item(),  # 1 - the STFT distance for sound
                 "quality_weight": quality_weight,
                 "attack_strength": strength,
             }
-            if cfg.edge_quality:
+            if edge_psnr is not None:
                 metrics["edge_psnr"] = edge_psnr
         metrics = self.reduce(metrics)  # every rank updates its curriculum from the same numbers
         if self.curriculum is not None:
@@ -512,8 +528,8 @@ class Trainer:
 
 
 class TargetPool:
-    """Latent windows of one size with their reference decodes (the quality targets), each reused for about `reuse`
-    steps.
+    """Latent windows of one size with their quality targets (`reference` gives `targets` images a window), each reused
+    for about `reuse` steps.
 
     A step draws `batch` windows from a pool of `batch * reuse * 8` and replaces `batch / reuse` of them (on average)
     with fresh windows, so it decodes that many references instead of a whole batch; every reuse gets a fresh code
@@ -523,58 +539,64 @@ class TargetPool:
         self,
         bank: LatentBank,
         place: Callable[[torch.Tensor], torch.Tensor],
-        reference: Callable[[torch.Tensor], torch.Tensor],
+        reference: Callable[[torch.Tensor], tuple[torch.Tensor, ...]],
         crop: int,
         batch: int,
         reuse: int,
+        targets: int = 1,
         seed: int = 0,
     ):
         if reuse < 1:
             raise GenprintError(f"reference_reuse must be at least 1, got {reuse}")
-        self.bank, self.place, self.reference, self.crop, self.batch, self.reuse = (
+        self.bank, self.place, self.reference, self.crop, self.batch, self.reuse, self.targets = (
             bank,
             place,
             reference,
             crop,
             batch,
             reuse,
+            targets,
         )
         self.gen = torch.Generator().manual_seed(seed)
         self.latents: torch.Tensor | None = None
-        self.images: torch.Tensor | None = None
+        self.images: list[torch.Tensor] = []
         self.credit = 0.0  # fresh windows owed: batch / reuse a step, taken whole
 
-    def _fresh(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _fresh(self, n: int) -> tuple[torch.Tensor, ...]:
         latents = self.place(self.bank.sample(n, self.crop))
-        return latents, self.reference(latents)
+        return latents, *self.reference(latents)
 
-    def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, n: int) -> tuple[torch.Tensor, ...]:
+        """(latents, their targets) of `n` windows."""
         if self.reuse == 1:
             return self._fresh(n)
         if self.latents is None:  # the first step fills the pool
-            self.latents, self.images = self._fresh(self.batch * self.reuse * 8)
+            self.latents, *self.images = self._fresh(self.batch * self.reuse * 8)
         size = len(self.latents)
         pick = torch.randperm(size, generator=self.gen)[:n]
-        latents, images = self.latents[pick], self.images[pick]
+        drawn = self.latents[pick], *(images[pick] for images in self.images)
         self.credit += n / self.reuse
         if fresh := int(self.credit):
             self.credit -= fresh
             slots = torch.randperm(size, generator=self.gen)[:fresh]
-            self.latents[slots], self.images[slots] = self._fresh(fresh)
-        return latents, images
+            for pooled, new in zip((self.latents, *self.images), self._fresh(fresh)):
+                pooled[slots] = new
+        return drawn
 
     def state_dict(self) -> dict:
-        pool = {} if self.latents is None else {"latents": self.latents.cpu(), "images": self.images.cpu()}
+        pool = {} if self.latents is None else {"latents": self.latents.cpu(), "images": [x.cpu() for x in self.images]}
         return {"gen": self.gen.get_state(), "credit": self.credit, **pool}
 
     def load_state_dict(self, state: dict) -> None:
         self.gen.set_state(state["gen"])
         self.credit = float(state.get("credit", 0.0))
-        if "latents" in state and state["latents"].shape[-1] * self.bank.downscale == self.crop:
+        images = state.get("images", [])
+        images = [images] if isinstance(images, torch.Tensor) else images  # one target a window, before edge_quality
+        if len(images) == self.targets and state["latents"].shape[-1] * self.bank.downscale == self.crop:
             self.latents = self.place(state["latents"])
-            self.images = state["images"].to(self.latents.device)
-        else:  # a pool of another window size (read_jitter changed on resume): refilled by the next step
-            self.latents = self.images = None
+            self.images = [x.to(self.latents.device) for x in images]
+        else:  # a pool of another window size or other targets (read_jitter, edge_quality changed): refilled next step
+            self.latents, self.images = None, []
 
 
 class LearningCurve:

@@ -97,12 +97,17 @@ def test_training_with_a_frame_reads_and_prices_windows_decoded_inside_it(photo_
     assert len(read) == 2 and 0 < metrics["edge_psnr"] < 100 and metrics["edge_psnr"] != metrics["psnr"]
     assert trainer.curriculum.psnr == min(metrics["psnr"], metrics["edge_psnr"])
     pool = trainer.targets[64]
-    assert pool.latents.shape[-1] * 8 == 64 + 2 * 16 and pool.images.shape[-1] == 64
+    assert pool.latents.shape[-1] * 8 == 64 + 2 * 16 and [x.shape[-1] for x in pool.images] == [64, 64]
     with torch.no_grad():
         alone = trainer.model.decode_reference(pool.latents[:2, :, 2:-2, 2:-2])
         with framed(trainer.model.reference, 16, 8):
             inside = trainer.model.decode_reference(pool.latents[:2])
-    assert torch.allclose(pool.images[:2], inside, atol=1e-5) and (pool.images[:2] - alone).abs().amax() > 0.1
+    in_frame, decoded_alone = (x[:2] for x in pool.images)  # both targets pooled with their window
+    assert torch.allclose(in_frame, inside, atol=1e-5) and torch.allclose(decoded_alone, alone, atol=1e-5)
+    assert (in_frame - alone).abs().amax() > 0.1
+    before = pool.state_dict() | {"images": pool.images[0]}  # a checkpoint from before edge_quality: one target
+    pool.load_state_dict(before)
+    assert pool.latents is None  # refilled by the next step, both targets decoded
     assert read[0].shape[-1] == 64
     with pytest.raises(GenprintError, match="decode_frame"):
         load_config("tiny", {"decode_frame": 12})

@@ -661,6 +661,9 @@ def test_target_pool_reuses_each_reference_decode(photos):
         assert torch.allclose(images, trainer.model.decode_reference(latents), atol=1e-5)
     pool.sample(4)
     assert decoded == [64, 2, 2]
+    state = pool.state_dict()
+    pool.load_state_dict(state | {"images": state["images"][0]})  # the format before edge_quality resumes as it was
+    assert torch.equal(pool.images[0], state["images"][0]) and pool.latents is not None
 
 
 def test_frozen_decoder_layers_stay_put(photos):
