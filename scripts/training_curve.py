@@ -52,6 +52,9 @@ def main() -> None:
     bottom.plot(steps, [r["held_out_psnr"] for r in rows], "o-", ms=3, label=f"held-out {quality}")
     if "psnr_target" in rows[0]:
         bottom.plot(steps, [r["psnr_target"] for r in rows], lw=0.8, label=f"curriculum's {quality} target (stream)")
+    if "stream_psnr_smoothed" in rows[0]:
+        smoothed = [r["stream_psnr_smoothed"] for r in rows]
+        bottom.plot(steps, smoothed, lw=0.8, label=f"stream {quality}, smoothed (what the curriculum steers)")
     if not args.audio:
         bottom.axhline(32, color="k", ls="--", lw=0.6)  # issue #28's PSNR target
     bottom.set_ylabel("dB")
@@ -60,7 +63,7 @@ def main() -> None:
         if first.get("stage") != second.get("stage"):
             for ax in (top, bottom):
                 ax.axvline(second["step"], color="grey", lw=0.6, ls=":")
-            top.annotate(second["stage"], (second["step"], 0.47), fontsize=7, rotation=90)
+            top.annotate(second["stage"], (second["step"], 0.99), fontsize=7, rotation=90, va="top")
     hours = top.secondary_xaxis("top", functions=(lambda s: _interp(s, steps, rows), lambda h: h))
     hours.set_xlabel("hours of training")
     top.legend(fontsize=8, loc="lower right")
