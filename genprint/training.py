@@ -331,9 +331,9 @@ class Trainer:
                     module.eval()
         latents, target, *alone = self.targets[crop].sample(n)
         noise = self._weight_noise(step, strength)
-        if noise is not None:  # quality target: the original decoder under the same draws (it prices the code only)
+        if noise is not None:  # quality targets: the original decoder under the same draws (they price the code only)
             with noisy_parameters(self.model.reference, *noise):
-                target = self._reference(latents)
+                target, *alone = self._targets(latents)
         bits = torch.randint(0, 2, (n, cfg.nbits), generator=self.bits_gen).float().to(self.device)
         code_strength, full = self._code_strength(n, strength)
         if cfg.complementary_pairs:  # content is shared within a pair, so it cancels out of the bit gradients
@@ -579,7 +579,7 @@ class TargetPool:
         if fresh := int(self.credit):
             self.credit -= fresh
             slots = torch.randperm(size, generator=self.gen)[:fresh]
-            for pooled, new in zip((self.latents, *self.images), self._fresh(fresh)):
+            for pooled, new in zip((self.latents, *self.images), self._fresh(fresh), strict=True):
                 pooled[slots] = new
         return drawn
 

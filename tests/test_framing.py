@@ -113,3 +113,15 @@ def test_training_with_a_frame_reads_and_prices_windows_decoded_inside_it(photo_
         load_config("tiny", {"decode_frame": 12})
     with pytest.raises(GenprintError, match="edge_quality needs a decode_frame"):
         load_config("tiny", {"edge_quality": 1.0})
+
+
+def test_the_edge_term_prices_the_code_alone_under_weight_noise_and_code_shrink(photo_dir):
+    """With weight noise both quality targets come from the original decoder under the same draws, so before the
+    mapping has learned any code the windows decoded alone match theirs exactly; code_shrink (no pairs) leaves each
+    window its own code there."""
+    cfg = {"holdout": 0.0, "decode_frame": 16, "crop": 64, "edge_quality": 1.0, "precision": "fp32"}
+    cfg |= {"weight_noise": 0.05, "code_shrink": 0.5, "attack_strength": 1.0, "attacks": {}}
+    trainer = Trainer(load_config("tiny", cfg), photos=photo_dir)
+    first = trainer.train_step()  # the mapping starts at no code: only the noise differs from a clean reference
+    assert first["edge_psnr"] > 100 and first["psnr"] > 100
+    assert 0 < trainer.train_step()["edge_psnr"] < 100  # one update later there is a code to price
