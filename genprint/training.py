@@ -294,10 +294,10 @@ class Trainer:
         pad = self.config.decode_frame // self.model.adapter.downscale
         return latents[..., pad:-pad, pad:-pad]
 
-    def _quality_loss(self, images: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(quality loss, structural term): MSE + ssim_weight x (1 - SSIM), the STFT distance for sound."""
-        structural = self.media.structure_loss(images, target)
-        return F.mse_loss(images, target) + self.config.ssim_weight * structural, structural
+    def _quality_loss(self, images: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(quality loss, MSE, structural term): MSE + ssim_weight x (1 - SSIM), the STFT distance for sound."""
+        mse, structural = F.mse_loss(images, target), self.media.structure_loss(images, target)
+        return mse + self.config.ssim_weight * structural, mse, structural
 
     def _edge_quality(
         self, latents: torch.Tensor, bits: torch.Tensor, target: torch.Tensor
@@ -357,7 +357,7 @@ class Trainer:
             )
             if code_strength is not None:  # quality and the stream's figures: the codes read at full strength
                 images, target, logits, bits = images[full], target[full], logits[full], bits[full]
-            quality, structural = self._quality_loss(images, target)
+            quality, mse, structural = self._quality_loss(images, target)
             loss = cfg.bit_weight.at(step) * bce + quality_weight * (quality + cfg.edge_quality * edge_loss)
             if cfg.drift_weight:
                 half = len(images) // 2  # a code, then its complement, of the same windows
@@ -377,7 +377,7 @@ class Trainer:
             metrics = {
                 "loss": loss.item(),
                 "bce": bce.item(),
-                "mse": F.mse_loss(images, target).item(),
+                "mse": mse.item(),
                 "bit_acc": bit_accuracy(logits, bits).mean().item(),
                 "psnr": self.media.quality_db(images, target).mean().item(),  # SNR for sound
                 "ssim": 1 - structural.item(),  # 1 - the STFT distance for sound
