@@ -725,3 +725,28 @@ def test_train_writes_its_bundle_beside_its_default_checkpoints_and_resumes_from
     seconds = [m["final_window"]["train_seconds"] for m in (first, second)]
     assert 0 < seconds[0] < seconds[1] and second["final_window"]["wall_seconds"] > 0
     assert torch.load(out / "checkpoints" / "last.pt", weights_only=False)["step"] == 6
+
+
+@pytest.mark.parametrize(("bf16_ms", "fp32_ms", "pays"), [(60, 100, True), (95, 100, False), (150, 80, False)])
+def test_auto_precision_takes_bf16_only_where_it_measures_faster(monkeypatch, bf16_ms, fp32_ms, pays):
+    """`precision: auto` times a conv step both ways: native bf16 alone does not make it faster on every CPU."""
+    from genprint import training
+
+    clock = [0.0]
+    real_autocast = torch.autocast
+
+    def autocast(device_type, dtype=None, enabled=True):  # each timed step costs its precision's milliseconds
+        clock[0] += (bf16_ms if enabled else fp32_ms) / 1e3
+        return real_autocast(device_type, dtype=dtype, enabled=enabled)
+
+    monkeypatch.setattr(training.torch, "autocast", autocast)
+    monkeypatch.setattr(training.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    training.bf16_pays.cache_clear()
+    try:
+        assert training.bf16_pays(torch.device("cpu")) is pays
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+        training.bf16_pays.cache_clear()
+        assert training.bf16_pays(torch.device("cpu")) is False  # no native bf16: never timed, never taken
+    finally:
+        training.bf16_pays.cache_clear()
