@@ -1,15 +1,21 @@
-"""Probe: does a reader pretrained on a cheap additive code, then frozen, let the mapping and decoder learn a code
-faster than the joint recipe does from scratch? (docs/research.md, "Capacity at 32 dB", lever 1.)
+"""Probe: does a reader trained first, then frozen, let the mapping and decoder learn a code faster than the joint
+recipe does? (docs/research.md, "Capacity at 32 dB", lever 1, and "The staged recipe, probed".)
 
-  stage 1  the `default` reader and a small HiDDeN-like encoder (image + broadcast bits -> residual, scaled to exactly
-           --pretrain-psnr dB) train together on training-photo crops, the training attacks ramping in;
-  stage 2  from the original decoder and a fresh mapping, two arms of --steps each under the `default` recipe with the
-           quality target held at --psnr and no attacks: `frozen` reads with the stage-1 reader (weights and batch
-           statistics frozen), `joint` trains a fresh reader with everything else, as the recipe does.
+  stage 1  either the `default` reader and a small HiDDeN-like encoder (image + broadcast bits -> residual, scaled to
+           exactly --pretrain-psnr-start dB, rising to --pretrain-psnr and then the training attacks ramping in while
+           the stream reads 0.9) train together on training-photo crops (resumable, OUT/stage1.pt); or, with
+           --common-steps, the `default` recipe itself (from --init) with its quality target held at --common-psnr
+           (resumable, OUT/common.pt);
+  stage 2  two arms of --steps each under the `default` recipe with the quality target held at --psnr and no attacks:
+           `frozen` reads with the stage-1 reader (weights and batch statistics fixed), `joint` trains its reader with
+           everything else, as the recipe does; after the additive stage 1 both start from the original decoder.
 
-Held-out 256 px windows decoded whole are read every --every steps. Run alone on the CPU; writes OUT/probe.jsonl.
+Held-out 256 px windows, decoded whole and inside a frame, are read every --every steps. Run alone on the CPU;
+writes OUT/probe.jsonl.
 
-    GENPRINT_SHARED=../shared python scripts/probe_staged_reader.py --out /tmp/staged
+    GENPRINT_SHARED=../shared python scripts/probe_staged_reader.py --out /tmp/staged --arms ""
+    GENPRINT_SHARED=../shared python scripts/probe_staged_reader.py --out /tmp/joint --init CHECKPOINT_BUNDLE \
+        --common-steps 400 --common-psnr 24 --psnr 30 --steps 300 --every 100
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from genprint.config import load_config
 from genprint.data import load_rgb, resolve_photos, split
 from genprint.evaluation import crop_metrics, held_out_crops
 from genprint.extractor import make_extractor
+from genprint.framing import framed_model, reflect_frame
 from genprint.metrics import bit_accuracy
 from genprint.training import Trainer, media
 
@@ -154,6 +161,10 @@ def run_arm(name: str, trainer: Trainer, steps: int, every: int, log, save: Path
         m = trainer.train_step()
         if (trainer.step - start) % every == 0:
             acc, db = crop_metrics(trainer.model, latents, bits)
+            with framed_model(trainer.model, 128):  # decoded inside a frame: no decoder edge in view
+                framed, _ = crop_metrics(
+                    trainer.model, reflect_frame(latents, 128, trainer.model.adapter.downscale), bits
+                )
             log(
                 {
                     "stage": name,
@@ -163,6 +174,7 @@ def run_arm(name: str, trainer: Trainer, steps: int, every: int, log, save: Path
                     "stream_psnr": round(m["psnr"], 2),
                     "quality_weight": round(m["quality_weight"], 3),
                     "held_out_acc": round(acc, 4),
+                    "held_out_framed_acc": round(framed, 4),
                     "held_out_psnr": round(db, 2),
                 }
             )
