@@ -10,8 +10,8 @@ recipe does? (docs/research.md, "Capacity at 32 dB", lever 1, and "The staged re
            `frozen` reads with the stage-1 reader (weights and batch statistics fixed), `joint` trains its reader with
            everything else, as the recipe does; after the additive stage 1 both start from the original decoder.
 
-Held-out 256 px windows, decoded whole and inside a frame, are read every --every steps. Run alone on the CPU;
-writes OUT/probe.jsonl.
+Stage 1's additive code is read on held-out 256 px crops (OUT/probe.jsonl); the joint stages and the arms record
+the training's learning curve on 32 held-out windows every --every steps (OUT/<stage>.jsonl). Run alone on the CPU.
 
     GENPRINT_SHARED=../shared python scripts/probe_staged_reader.py --out /tmp/staged --arms ""
     GENPRINT_SHARED=../shared python scripts/probe_staged_reader.py --out /tmp/joint --init CHECKPOINT_BUNDLE \
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import time
 from pathlib import Path
 
@@ -32,11 +31,9 @@ from torch import nn
 
 from genprint.config import load_config
 from genprint.data import load_rgb, resolve_photos, split
-from genprint.evaluation import crop_metrics, held_out_crops
 from genprint.extractor import make_extractor
-from genprint.framing import framed_model, reflect_frame
 from genprint.metrics import bit_accuracy
-from genprint.training import Trainer, media
+from genprint.training import LearningCurve, Trainer, media
 
 
 class AdditiveEncoder(nn.Module):
@@ -68,15 +65,15 @@ def photo_crops(photos: list[torch.Tensor], size: int, n: int, gen: torch.Genera
 
 
 def pretrain(config, args, log) -> nn.Module:
-    train_paths, _ = split(resolve_photos(None), config.holdout)
+    train_paths, held_out_paths = split(resolve_photos(None), config.holdout)
     photos = [x for x in (load_rgb(p) for p in train_paths) if min(x.shape[-2:]) >= args.pretrain_crop]
     reader = make_extractor(config.nbits, config.extractor).to(memory_format=torch.channels_last)
     encoder = AdditiveEncoder(config.nbits).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(list(reader.parameters()) + list(encoder.parameters()), lr=1e-3)
     attacks = media("image").attacks(config.attacks, seed=3)
+    jpeg80 = media("image").attacks({"jpeg": {"p": 1.0, "quality": [80, 80]}})
     gen, bits_gen = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
-    held_out = [load_rgb(p) for p in split(resolve_photos(None), config.holdout)[1]]
-    held = photo_crops(held_out, 256, 32, torch.Generator().manual_seed(9))
+    held = photo_crops([load_rgb(p) for p in held_out_paths], 256, 32, torch.Generator().manual_seed(9))
     held_bits = torch.randint(0, 2, (32, config.nbits), generator=torch.Generator().manual_seed(5)).float()
     t0, acc, psnr, strength, start = time.time(), [], args.pretrain_psnr_start, 0.0, 0
     state_path = args.out / "stage1.pt"
@@ -111,11 +108,7 @@ def pretrain(config, args, log) -> nn.Module:
             with torch.no_grad():
                 coded = torch.cat([encoder(held[i : i + 8], held_bits[i : i + 8], psnr) for i in range(0, 32, 8)])
                 held_acc = bit_accuracy(reader(coded), held_bits).mean().item()
-                jpeg = (
-                    bit_accuracy(reader(attacks.__class__({"jpeg": {"p": 1.0, "quality": [80, 80]}})(coded)), held_bits)
-                    .mean()
-                    .item()
-                )
+                jpeg = bit_accuracy(reader(jpeg80(coded)), held_bits).mean().item()
             log(
                 {
                     "stage": "pretrain",
@@ -145,39 +138,29 @@ def pretrain(config, args, log) -> nn.Module:
     return reader
 
 
-def trained(config, path: Path) -> Trainer:
+def trained(config, path: Path | None = None) -> Trainer:
     """A Trainer on `config`, from the checkpoint at `path` when there is one."""
     torch.manual_seed(0)
     trainer = Trainer(config, photos=None)
-    if path.exists():
+    if path is not None and path.exists():
         trainer.load_state_dict(torch.load(path, weights_only=False))
     return trainer
 
 
-def run_arm(name: str, trainer: Trainer, steps: int, every: int, log, save: Path | None = None) -> None:
-    latents, bits = held_out_crops(trainer.model, trainer.config, samples=32, seed=123, crop=256)
-    t0, start = time.time(), trainer.step
+class ProbeCurve(LearningCurve):
+    """The training's learning curve (held-out 256 px windows decoded whole and inside a frame) on 32 windows."""
+
+    SAMPLES = 32
+
+
+def run_arm(name: str, trainer: Trainer, steps: int, every: int, out: Path, save: Path | None = None) -> None:
+    """`steps` steps of `trainer`, its learning curve every `every` into OUT/<name>.jsonl (scripts/training_curve.py
+    plots it)."""
+    curve, start = ProbeCurve(trainer, out / f"{name}.jsonl"), trainer.step
     while trainer.step < start + steps:
-        m = trainer.train_step()
+        stream = trainer.train_step()
         if (trainer.step - start) % every == 0:
-            acc, db = crop_metrics(trainer.model, latents, bits)
-            with framed_model(trainer.model, 128):  # decoded inside a frame: no decoder edge in view
-                framed, _ = crop_metrics(
-                    trainer.model, reflect_frame(latents, 128, trainer.model.adapter.downscale), bits
-                )
-            log(
-                {
-                    "stage": name,
-                    "step": trainer.step,
-                    "s": round(time.time() - t0),
-                    "stream_acc": round(m["bit_acc"], 4),
-                    "stream_psnr": round(m["psnr"], 2),
-                    "quality_weight": round(m["quality_weight"], 3),
-                    "held_out_acc": round(acc, 4),
-                    "held_out_framed_acc": round(framed, 4),
-                    "held_out_psnr": round(db, 2),
-                }
-            )
+            print(json.dumps({"arm": name, **curve.record(stream)}), flush=True)
             if save is not None:
                 trainer.save_checkpoint(save)
 
@@ -197,7 +180,6 @@ def held_config(psnr: float, extractor: dict, init: str | None = None):
         "default",
         {
             "init": init,
-            "precision": "fp32",  # faster than bfloat16 without AMX (docs/performance.md)
             "curriculum.psnr": [psnr, psnr],
             "curriculum.quality.steps": 10**9,  # the quality target held; attacks never come in
             **{f"extractor.{k}": v for k, v in extractor.items()},
@@ -224,7 +206,6 @@ def main() -> None:
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
-    random.seed(0)
 
     def log(row):
         print(json.dumps(row), flush=True)
@@ -236,19 +217,19 @@ def main() -> None:
         common = args.out / "common.pt"
         trainer = trained(held_config(args.common_psnr, args.extractor, args.init), common)
         if trainer.step < args.common_steps:
-            run_arm("common", trainer, args.common_steps - trainer.step, args.every, log, save=common)
+            run_arm("common", trainer, args.common_steps - trainer.step, args.every, args.out, save=common)
         for name in filter(None, args.arms.split(",")):
             trainer = trained(config, common)
             if name == "frozen":
                 freeze_reader(trainer)
-            run_arm(name, trainer, args.steps, args.every, log)
+            run_arm(name, trainer, args.steps, args.every, args.out)
         return
     reader = pretrain(config, args, log)  # resumes OUT/stage1.pt; nothing to do once it holds --pretrain-steps
     for name in filter(None, args.arms.split(",")):
-        trainer = trained(config, args.out / "none.pt")
+        trainer = trained(config)
         if name == "frozen":
             freeze_reader(trainer, reader)
-        run_arm(name, trainer, args.steps, args.every, log)
+        run_arm(name, trainer, args.steps, args.every, args.out)
 
 
 if __name__ == "__main__":
