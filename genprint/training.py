@@ -419,9 +419,12 @@ class Trainer:
         callback: Callable[[int, dict], None] | None = None,
         checkpoint_dir: str | Path | None = None,
         progress: bool = True,
+        minutes: float | None = None,
     ) -> dict[str, float]:
         """Train until `steps` (default: config.steps) or the curriculum's last stage ends; resumes from
-        checkpoint_dir/last.pt when present.
+        checkpoint_dir/last.pt when present. With `minutes`, also stop once that much wall time has passed, after the
+        step in flight and as at a last step (log line, curve row, checkpoint): a leased machine's budget, and the same
+        call resumes.
 
         With `validate_every`, held-out crops are read every that many steps and a row goes to
         checkpoint_dir/curve.jsonl (step, hours of training, stream and held-out metrics, the curriculum's state): the
@@ -455,13 +458,16 @@ class Trainer:
             TimeElapsedColumn(),
             TimeRemainingColumn(),
         ]
+        deadline = time.monotonic() + 60 * minutes if minutes is not None else math.inf
+        out_of_time = False
         with Progress(*columns, disable=not progress, transient=False) as bar:
             task = bar.add_task("train", total=total, completed=self.step, info="")
-            while self.step < total and not self.curriculum_done:
+            while self.step < total and not self.curriculum_done and not out_of_time:
                 started = time.perf_counter()
                 window.append(self.train_step())
                 self.train_seconds += counted_seconds(time.perf_counter() - started, recent)
-                last = self.step == total or self.curriculum_done
+                out_of_time = time.monotonic() >= deadline
+                last = self.step == total or self.curriculum_done or out_of_time
                 if self.step % self.config.log_every == 0 or last:
                     summary = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
                     window.clear()
@@ -490,6 +496,8 @@ class Trainer:
             log.info(
                 "the curriculum finished at step %d: training ends there (steps %d is an upper bound)", self.step, total
             )
+        elif out_of_time and self.step < total:
+            log.info("%g minutes passed at step %d: training stops there (run again to resume)", minutes, self.step)
         return summary
 
     @property

@@ -727,6 +727,26 @@ def test_train_writes_its_bundle_beside_its_default_checkpoints_and_resumes_from
     assert torch.load(out / "checkpoints" / "last.pt", weights_only=False)["step"] == 6
 
 
+def test_a_time_limit_ends_the_run_after_the_step_in_flight_and_the_same_command_resumes(photos, tmp_path, capsys):
+    """--max-minutes (a leased machine's budget): the run stops as at a last step, checkpoint and bundle written."""
+    from genprint.bundle import load_bundle
+    from genprint.cli import main
+
+    out = tmp_path / "bundle"
+    args = ["train", "--config", "tiny", "--data", str(photos), "--set", "holdout=0", "--out", str(out)]
+    assert main([*args, "--steps", "50", "--max-minutes", "1e-9"]) == 0  # out of time after the first step
+    assert load_bundle(out).bundle_config["metrics"]["steps"] == 1
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=False)["step"] == 1
+    assert main([*args, "--steps", "3"]) == 0  # no limit: resumes from step 1 to the end
+    assert load_bundle(out).bundle_config["metrics"]["steps"] == 3
+    capsys.readouterr()
+    assert main([*args, "--steps", "5", "--max-minutes", "0"]) == 2
+    assert main([*args, "--steps", "5", "--max-minutes", "1", "--workers", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--max-minutes takes minutes above 0, got 0" in err and "with --workers a run ends at its steps" in err
+    assert load_bundle(out).bundle_config["metrics"]["steps"] == 3  # refused before anything was touched
+
+
 @pytest.mark.parametrize(("bf16_ms", "fp32_ms", "pays"), [(60, 100, True), (95, 100, False), (150, 80, False)])
 def test_auto_precision_takes_bf16_only_where_it_measures_faster(monkeypatch, bf16_ms, fp32_ms, pays):
     """`precision: auto` times a conv step both ways: native bf16 alone does not make it faster on every CPU."""

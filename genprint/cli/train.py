@@ -29,6 +29,12 @@ def add_parser(sub) -> None:
         "s3://, default $GENPRINT_HOME/ray_results); re-running resumes from it",
     )
     p.add_argument("--no-progress", action="store_true", help="one log line per window instead of a progress bar")
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        help="stop after this much wall time, checkpointed as at a last step, and write the bundle (a leased "
+        "machine's budget; the same command resumes); in this process only, not with --workers",
+    )
     ray = p.add_argument_group("distributed (Ray Train)")
     ray.add_argument("--workers", type=int, default=0, help="Ray Train workers, each a DDP rank (0: in this process)")
     ray.add_argument(
@@ -80,7 +86,12 @@ def run(args) -> int:
     from pathlib import Path
 
     from genprint.config import load_config
+    from genprint.errors import GenprintError
 
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        raise GenprintError(f"--max-minutes takes minutes above 0, got {args.max_minutes:g}")
+    if args.max_minutes is not None and args.workers:
+        raise GenprintError("--max-minutes is for training in this process; with --workers a run ends at its steps")
     config = load_config(args.config, parse_overrides(args.overrides, args.steps))
     if args.workers:
         from genprint import settings
@@ -115,7 +126,9 @@ def run(args) -> int:
     out = Path(args.out)
     trainer = Trainer(config, photos=args.data)
     started = time.time()
-    summary = trainer.run(checkpoint_dir=args.checkpoints or out / "checkpoints", progress=not args.no_progress)
+    summary = trainer.run(
+        checkpoint_dir=args.checkpoints or out / "checkpoints", progress=not args.no_progress, minutes=args.max_minutes
+    )
     # training time across every resume (the learning curve's hours), and this command's own wall time
     summary.update(train_seconds=round(trainer.train_seconds, 2), wall_seconds=round(time.time() - started, 2))
     trainer.save_bundle(out, metrics={"final_window": summary, "steps": trainer.step})
