@@ -419,12 +419,12 @@ class Trainer:
         callback: Callable[[int, dict], None] | None = None,
         checkpoint_dir: str | Path | None = None,
         progress: bool = True,
-        minutes: float | None = None,
+        deadline: float | None = None,
     ) -> dict[str, float]:
         """Train until `steps` (default: config.steps) or the curriculum's last stage ends; resumes from
-        checkpoint_dir/last.pt when present. With `minutes`, also stop once that much wall time has passed, after the
-        step in flight and as at a last step (log line, curve row, checkpoint): a leased machine's budget, and the same
-        call resumes.
+        checkpoint_dir/last.pt when present. With `deadline` (a `time.monotonic()` reading), also stop once it has
+        passed, after the step in flight and as at a last step (log line, curve row, checkpoint): a leased machine's
+        budget, and the same call resumes.
 
         With `validate_every`, held-out crops are read every that many steps and a row goes to
         checkpoint_dir/curve.jsonl (step, hours of training, stream and held-out metrics, the curriculum's state): the
@@ -458,7 +458,6 @@ class Trainer:
             TimeElapsedColumn(),
             TimeRemainingColumn(),
         ]
-        deadline = time.monotonic() + 60 * minutes if minutes is not None else math.inf
         out_of_time = False
         with Progress(*columns, disable=not progress, transient=False) as bar:
             task = bar.add_task("train", total=total, completed=self.step, info="")
@@ -466,7 +465,7 @@ class Trainer:
                 started = time.perf_counter()
                 window.append(self.train_step())
                 self.train_seconds += counted_seconds(time.perf_counter() - started, recent)
-                out_of_time = time.monotonic() >= deadline
+                out_of_time = deadline is not None and time.monotonic() >= deadline
                 last = self.step == total or self.curriculum_done or out_of_time
                 if self.step % self.config.log_every == 0 or last:
                     summary = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
@@ -497,7 +496,7 @@ class Trainer:
                 "the curriculum finished at step %d: training ends there (steps %d is an upper bound)", self.step, total
             )
         elif out_of_time and self.step < total:
-            log.info("%g minutes passed at step %d: training stops there (run again to resume)", minutes, self.step)
+            log.info("out of time at step %d: training stops there (run again to resume)", self.step)
         return summary
 
     @property

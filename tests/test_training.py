@@ -727,18 +727,23 @@ def test_train_writes_its_bundle_beside_its_default_checkpoints_and_resumes_from
     assert torch.load(out / "checkpoints" / "last.pt", weights_only=False)["step"] == 6
 
 
-def test_a_time_limit_ends_the_run_after_the_step_in_flight_and_the_same_command_resumes(photos, tmp_path, capsys):
+def test_a_time_limit_ends_the_run_after_the_step_in_flight_and_the_same_command_resumes(
+    photos, tmp_path, capsys, caplog
+):
     """--max-minutes (a leased machine's budget): the run stops as at a last step, checkpoint and bundle written."""
     from genprint.bundle import load_bundle
     from genprint.cli import main
 
     out = tmp_path / "bundle"
     args = ["train", "--config", "tiny", "--data", str(photos), "--set", "holdout=0", "--out", str(out)]
-    assert main([*args, "--steps", "50", "--max-minutes", "1e-9"]) == 0  # out of time after the first step
-    assert load_bundle(out).bundle_config["metrics"]["steps"] == 1
-    assert torch.load(out / "checkpoints" / "last.pt", weights_only=False)["step"] == 1
-    assert main([*args, "--steps", "3"]) == 0  # no limit: resumes from step 1 to the end
+    with caplog.at_level("INFO", logger="genprint.training"):
+        assert main([*args, "--steps", "50", "--max-minutes", "1e-9"]) == 0  # out of time after the first step
+        assert load_bundle(out).bundle_config["metrics"]["steps"] == 1
+        assert torch.load(out / "checkpoints" / "last.pt", weights_only=False)["step"] == 1
+        assert main([*args, "--steps", "3"]) == 0  # no limit: resumes from step 1 to the end
     assert load_bundle(out).bundle_config["metrics"]["steps"] == 3
+    logged = caplog.text
+    assert "out of time at step 1" in logged and "at step 1" in logged.split("resumed from")[1]
     capsys.readouterr()
     assert main([*args, "--steps", "5", "--max-minutes", "0"]) == 2
     assert main([*args, "--steps", "5", "--max-minutes", "1", "--workers", "2"]) == 2

@@ -32,8 +32,8 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--max-minutes",
         type=float,
-        help="stop after this much wall time, checkpointed as at a last step, and write the bundle (a leased "
-        "machine's budget; the same command resumes); in this process only, not with --workers",
+        help="stop training once this many minutes have passed since the command started, checkpointed as at a last "
+        "step, then write the bundle (a leased machine's budget; the same command resumes); not with --workers",
     )
     ray = p.add_argument_group("distributed (Ray Train)")
     ray.add_argument("--workers", type=int, default=0, help="Ray Train workers, each a DDP rank (0: in this process)")
@@ -88,6 +88,7 @@ def run(args) -> int:
     from genprint.config import load_config
     from genprint.errors import GenprintError
 
+    deadline = time.monotonic() + 60 * args.max_minutes if args.max_minutes is not None else None
     if args.max_minutes is not None and not args.max_minutes > 0:
         raise GenprintError(f"--max-minutes takes minutes above 0, got {args.max_minutes:g}")
     if args.max_minutes is not None and args.workers:
@@ -127,7 +128,7 @@ def run(args) -> int:
     trainer = Trainer(config, photos=args.data)
     started = time.time()
     summary = trainer.run(
-        checkpoint_dir=args.checkpoints or out / "checkpoints", progress=not args.no_progress, minutes=args.max_minutes
+        checkpoint_dir=args.checkpoints or out / "checkpoints", progress=not args.no_progress, deadline=deadline
     )
     # training time across every resume (the learning curve's hours), and this command's own wall time
     summary.update(train_seconds=round(trainer.train_seconds, 2), wall_seconds=round(time.time() - started, 2))
