@@ -88,11 +88,13 @@ def run(args) -> int:
     from genprint.config import load_config
     from genprint.errors import GenprintError
 
-    deadline = time.monotonic() + 60 * args.max_minutes if args.max_minutes is not None else None
-    if args.max_minutes is not None and not args.max_minutes > 0:
-        raise GenprintError(f"--max-minutes takes minutes above 0, got {args.max_minutes:g}")
-    if args.max_minutes is not None and args.workers:
-        raise GenprintError("--max-minutes is for training in this process; with --workers a run ends at its steps")
+    deadline = None
+    if args.max_minutes is not None:
+        if not args.max_minutes > 0:
+            raise GenprintError(f"--max-minutes takes minutes above 0, got {args.max_minutes:g}")
+        if args.workers:
+            raise GenprintError("--max-minutes is for training in this process; with --workers a run ends at its steps")
+        deadline = time.monotonic() + 60 * args.max_minutes
     config = load_config(args.config, parse_overrides(args.overrides, args.steps))
     if args.workers:
         from genprint import settings
